@@ -1,0 +1,47 @@
+# Crescendo: `make demo` runs the main job, `make test` the tests; each sets itself up first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip -q --disable-pip-version-check
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps test test-fast lint demo bench clean
+
+setup: $(STAMP)
+
+# torch comes first and through constraints.txt: an unpinned torch would pull a CUDA build.
+# torchattacks and pyhessian are test oracles that declare torchvision: installed without deps.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install -c constraints.txt -e ".[dev]"
+	$(PIP) install -c constraints.txt --no-deps torchattacks pyhessian
+	touch $@
+
+# Debian packages the tests use where apt is available (root); tests skip with a reason without.
+SYSTEM_PKGS := prometheus dataset-fashion-mnist etcd-server
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing $$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	    || echo "apt-get failed: tests needing $$missing will skip"; \
+	fi
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy spec operator trainer
+	$(VENV)/bin/lint-imports
+
+test: setup system-deps lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: setup system-deps
+	$(PY) -m crescendo_trainer.demo
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,266 @@
+"""The typed, validated `spec` of an AdaptiveBatchJob (crescendo.dev/v1alpha1).
+
+This module owns every field, its bounds, enum and default (DESIGN.md §3). The CRD's
+openAPIV3Schema is generated from it (`crescendo_spec.crd`), and both the operator and the trainer
+parse a spec with `parse_spec`, so there is one validation and one set of messages.
+Models are frozen; JSON/YAML keys are camelCase, Python attributes snake_case.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+# A user's own model or data set: "package.module:function".
+BUILTIN_MODELS = ("cnn", "mlp")
+BUILTIN_DATASETS = ("digits", "mnist5k", "fashion-mnist")
+MODEL_REF = r"^(cnn|mlp|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
+DATASET_REF = r"^(digits|mnist5k|fashion-mnist|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
+
+
+class _Spec(BaseModel):
+    """Base of every spec section: camelCase keys, no unknown keys, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Replicas(_Spec):
+    min: int = Field(1, ge=1, le=1024, description="Fewest worker replicas (pods).")
+    max: int = Field(4, ge=1, le=1024, description="Most worker replicas (pods).")
+    initial: int | None = Field(None, ge=1, le=1024, description="Replicas at start; default min.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Replicas:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        if self.initial is not None and not self.min <= self.initial <= self.max:
+            raise ValueError(
+                f"initial ({self.initial}) must lie in [min, max] = [{self.min}, {self.max}]"
+            )
+        return self
+
+    @property
+    def start(self) -> int:
+        return self.initial if self.initial is not None else self.min
+
+
+class AdaBatchSettings(_Spec):
+    """AdaBatch (arXiv 1712.02029): multiply B by `factor` every `resizeEveryEpochs`."""
+
+    factor: int = Field(2, ge=2, le=16, description="β: batch multiplier at each resize.")
+    resize_every_epochs: int = Field(20, ge=1, le=10_000, description="Epochs between resizes.")
+    lr_decay: float = Field(
+        1.0, gt=0.0, le=1.0, description="γ: decay the fixed-batch schedule applies at a resize."
+    )
+    warmup_epochs: int = Field(0, ge=0, le=1_000, description="Linear LR warm-up epochs.")
+
+
+class AbsaSettings(_Spec):
+    """ABS/ABSA (arXiv 1810.01021): grow B when the Hessian's top eigenvalue drops by κ."""
+
+    kappa: float = Field(2.0, gt=1.0, le=1e6, description="κ: λ must fall to λ_ref/κ to grow.")
+    factor: int = Field(2, ge=2, le=16, description="Batch multiplier at each increase.")
+    duration_epochs: int = Field(
+        10, ge=1, le=10_000, description="Grow anyway after this many epochs without a growth."
+    )
+    check_every_epochs: int = Field(1, ge=1, le=10_000, description="Epochs between λ checks.")
+    hessian_batch: int = Field(128, ge=1, le=65_536, description="Samples in the λ batch.")
+    iterations: int = Field(10, ge=1, le=1_000, description="Power-iteration limit.")
+    tolerance: float = Field(1e-2, gt=0.0, le=1.0, description="Relative change to stop at.")
+
+
+class GnsSettings(_Spec):
+    """Gradient-noise-scale growth (McCandlish et al. 2018), as AdaptDL/Pollux anchor."""
+
+    min_gain: float = Field(0.05, ge=0.0, le=10.0, description="Least predicted gain to grow.")
+    cooldown_steps: int = Field(50, ge=0, le=1_000_000, description="Steps between decisions.")
+    ema: float = Field(0.95, ge=0.0, lt=1.0, description="Moving-average decay of the estimates.")
+    allow_shrink: bool = Field(False, description="Whether B may fall below its current value.")
+
+
+class Batch(_Spec):
+    initial: int = Field(128, ge=1, le=1 << 24, description="Global batch at start (B0).")
+    max: int = Field(4096, ge=1, le=1 << 24, description="Largest global batch (B_max).")
+    per_gpu_max: int = Field(
+        256, ge=1, le=1 << 20, description="Largest micro-batch one process holds."
+    )
+    policy: Literal["fixed", "adabatch", "abs", "absa", "gns"] = Field(
+        "fixed", description="Who grows the global batch."
+    )
+    adabatch: AdaBatchSettings = AdaBatchSettings()
+    absa: AbsaSettings = AbsaSettings()
+    gns: GnsSettings = GnsSettings()
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Batch:
+        if self.initial > self.max:
+            raise ValueError(f"initial ({self.initial}) must be <= max ({self.max})")
+        return self
+
+
+class LearningRate(_Spec):
+    base: float = Field(0.1, gt=0.0, le=100.0, description="LR at the reference batch.")
+    scaling: Literal["linear", "sqrt", "none"] = Field(
+        "linear", description="How the LR follows the global batch."
+    )
+    reference_batch: int | None = Field(
+        None, ge=1, le=1 << 24, description="Batch at which `base` applies; default batch.initial."
+    )
+    warmup_steps: int = Field(0, ge=0, le=10_000_000, description="Linear warm-up steps.")
+    decay_epochs: list[int] = Field(
+        default_factory=list, description="Epochs at which the LR is multiplied by decayFactor."
+    )
+    decay_factor: float = Field(0.1, gt=0.0, le=1.0, description="Step-decay multiplier.")
+
+
+class NeumannSettings(_Spec):
+    """Neumann optimizer (arXiv 1712.03298); the paper's defaults."""
+
+    alpha: float = Field(1e-7, ge=0.0, le=1.0, description="Cubic regulariser weight α.")
+    beta_per_param: float = Field(
+        1e-5, ge=0.0, le=1.0, description="β / number of parameters (repulsive regulariser)."
+    )
+    gamma: float = Field(0.99, ge=0.0, lt=1.0, description="Moving-average weight γ of v.")
+    sgd_warmup_epochs: int = Field(5, ge=0, le=10_000, description="Plain SGD epochs first.")
+    reset_epochs: int = Field(10, ge=1, le=10_000, description="K: epochs to the first reset.")
+
+
+class Optimizer(_Spec):
+    name: Literal["sgd", "neumann", "lars", "lamb"] = Field("sgd", description="Optimizer.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum (SGD, LARS).")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 weight decay.")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD).")
+    trust_coefficient: float = Field(0.001, gt=0.0, le=1.0, description="LARS trust η.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="LAMB moment decays.")
+    eps: float = Field(1e-6, gt=0.0, le=1.0, description="LAMB denominator epsilon.")
+    neumann: NeumannSettings = NeumannSettings()
+
+
+class Adversarial(_Spec):
+    method: Literal["none", "fgsm", "pgd", "conadv"] = Field("none", description="Attack.")
+    epsilon: float = Field(0.005, ge=0.0, le=1.0, description="L∞ radius (inputs in [0,1]).")
+    ratio: float = Field(0.2, ge=0.0, le=1.0, description="Share of each micro-batch perturbed.")
+    steps: int = Field(1, ge=1, le=1_000, description="PGD iterations.")
+    step_size: float | None = Field(None, ge=0.0, le=1.0, description="PGD step; default ε.")
+    random_start: bool = Field(False, description="PGD random start in the ε-ball.")
+    targeted: bool = Field(False, description="Attack toward a random wrong label.")
+    staleness: int = Field(1, ge=0, le=1_000, description="ConAdv τ: weight version lag.")
+
+
+class Checkpoint(_Spec):
+    dir: str = Field("/checkpoints", min_length=1, description="Directory all replicas share.")
+    volume: dict[str, Any] | None = Field(
+        None, description="Volume source mounted at `dir` on every worker (e.g. a PVC)."
+    )
+    every_steps: int = Field(200, ge=1, le=10_000_000, description="Steps between checkpoints.")
+    keep: int = Field(3, ge=2, le=100, description="Checkpoints kept (>= 2 for the fallback).")
+
+
+class Metrics(_Spec):
+    port: int = Field(9400, ge=1024, le=65535, description="Port of the trainer's /metrics.")
+
+
+class Scaling(_Spec):
+    cooldown_seconds: int = Field(60, ge=0, le=86_400, description="Least time between rescales.")
+    schedule_timeout_seconds: int = Field(
+        300, ge=1, le=86_400, description="Pending pods are given back after this."
+    )
+    metrics_source: Literal["prometheus", "direct"] = Field(
+        "prometheus", description="Where the operator reads the trainers' decisions."
+    )
+    max_staleness_seconds: int = Field(
+        120, ge=1, le=86_400, description="Older decisions are ignored."
+    )
+
+
+class Rendezvous(_Spec):
+    backend: Literal["c10d", "etcd-v2"] = Field("c10d", description="torchrun rendezvous backend.")
+    port: int = Field(29400, ge=1024, le=65535, description="c10d store port on worker-0.")
+    etcd_endpoint: str | None = Field(None, description="host:port of etcd (etcd-v2 backend).")
+    join_timeout_seconds: int = Field(600, ge=1, le=86_400, description="Rendezvous join timeout.")
+    last_call_timeout_seconds: int = Field(
+        1, ge=0, le=3_600, description="Wait for late joiners once min nodes are in."
+    )
+    keep_alive_interval_seconds: int = Field(2, ge=1, le=3_600, description="Heartbeat period.")
+    keep_alive_max_attempts: int = Field(
+        3, ge=2, le=100, description="Missed heartbeats before a node counts as gone."
+    )
+    max_restarts: int = Field(
+        100, ge=0, le=100_000, description="torchrun --max-restarts; every scale-down uses one."
+    )
+    collective_timeout_seconds: int = Field(
+        300, ge=10, le=86_400, description="Process-group timeout: a lost peer fails this fast."
+    )
+
+    @model_validator(mode="after")
+    def _etcd_needs_endpoint(self) -> Rendezvous:
+        if self.backend == "etcd-v2" and not self.etcd_endpoint:
+            raise ValueError("etcdEndpoint is required when backend is 'etcd-v2'")
+        return self
+
+
+class JobSpec(_Spec):
+    """The whole `spec` of an AdaptiveBatchJob."""
+
+    image: str = Field("crescendo/trainer:0.1.0", min_length=1, description="Trainer image.")
+    command: list[str] | None = Field(None, description="Overrides the torchrun command.")
+    args: list[str] | None = Field(None, description="Overrides the trainer arguments.")
+    template: dict[str, Any] = Field(
+        default_factory=dict, description="Pod spec fields merged into every worker pod."
+    )
+    gpus_per_replica: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per pod (0: CPU).")
+    nproc_per_replica: int | None = Field(
+        None, ge=1, le=64, description="Trainer processes per pod; default max(gpus, 1)."
+    )
+    replicas: Replicas = Replicas()
+    batch: Batch = Batch()
+    learning_rate: LearningRate = LearningRate()
+    optimizer: Optimizer = Optimizer()
+    adversarial: Adversarial = Adversarial()
+    model: str = Field(
+        "cnn", json_schema_extra={"pattern": MODEL_REF}, description="cnn, mlp or module:function."
+    )
+    dataset: str = Field(
+        "digits",
+        json_schema_extra={"pattern": DATASET_REF},
+        description="digits, mnist5k, fashion-mnist or module:function.",
+    )
+    epochs: int | None = Field(None, ge=1, le=100_000, description="Training budget in epochs.")
+    max_steps: int | None = Field(None, ge=1, le=100_000_000, description="Budget in steps.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of model init and data order.")
+    log_every_steps: int = Field(20, ge=1, le=1_000_000, description="Progress log period.")
+    checkpoint: Checkpoint = Checkpoint()
+    metrics: Metrics = Metrics()
+    scaling: Scaling = Scaling()
+    rendezvous: Rendezvous = Rendezvous()
+
+    @field_validator("model")
+    @classmethod
+    def _model_ref(cls, value: str) -> str:
+        if not re.match(MODEL_REF, value):
+            raise ValueError(f"must be one of {', '.join(BUILTIN_MODELS)} or 'module:function'")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_ref(cls, value: str) -> str:
+        if not re.match(DATASET_REF, value):
+            raise ValueError(f"must be one of {', '.join(BUILTIN_DATASETS)} or 'module:function'")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("one of epochs or maxSteps is required")
+        return self
+
+    @property
+    def procs_per_replica(self) -> int:
+        if self.nproc_per_replica is not None:
+            return self.nproc_per_replica
+        return max(self.gpus_per_replica, 1)
