@@ -1,0 +1,120 @@
+"""Starting and stopping one replica as a local torchrun agent.
+
+The command line and environment are exactly the operator's pod builder's (`torchrun_command`,
+`worker_env`), with three local mappings: the rendezvous host is 127.0.0.1, `torchrun` is this
+interpreter's `-m torch.distributed.run`, and every replica gets its own metrics port (pods
+have their own IPs; local processes share one). Each agent leads its own process group, so a
+stop reaches the agent and the trainers it started, and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from crescendo_spec import contract
+from crescendo_spec.model import JobSpec
+
+from crescendo_operator.builders import torchrun_command, worker_env
+
+LOCAL_HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOCAL_HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOCAL_HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class LocalPaths:
+    """Where a local run keeps its files."""
+
+    run_dir: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def trace(self) -> Path:
+        return self.run_dir / "trace.jsonl"
+
+    def log(self, index: int) -> Path:
+        return self.run_dir / f"replica-{index}.log"
+
+
+def local_command(job_name: str, spec: JobSpec, namespace: str) -> list[str]:
+    command = torchrun_command(job_name, spec, LOCAL_HOST, namespace=namespace)
+    if command and command[0] == "torchrun":
+        command = [sys.executable, "-m", "torch.distributed.run", *command[1:]]
+    return command
+
+
+def local_env(
+    job_name: str, namespace: str, index: int, spec: JobSpec, paths: LocalPaths, metrics_port: int
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(worker_env(job_name, namespace, index, spec))
+    env[contract.ENV_METRICS_PORT] = str(metrics_port)
+    env[contract.ENV_CHECKPOINT_DIR] = str(paths.checkpoints)
+    env[contract.ENV_TRACE_FILE] = str(paths.trace)
+    # Several agents share the host's cores: one intra-op thread each avoids oversubscription.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def start_agent(
+    job_name: str,
+    namespace: str,
+    index: int,
+    spec: JobSpec,
+    paths: LocalPaths,
+    metrics_port: int,
+) -> subprocess.Popen[bytes]:
+    """Launch replica `index`; its output goes to the run directory's replica-<i>.log."""
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    with paths.log(index).open("ab") as log:
+        return subprocess.Popen(
+            local_command(job_name, spec, namespace),
+            env=local_env(job_name, namespace, index, spec, paths, metrics_port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def stop_agent(process: subprocess.Popen[bytes], grace_seconds: float = 60.0) -> int:
+    """SIGTERM the agent (it forwards it to its trainers, which checkpoint); SIGKILL the group
+    if it outlives the grace period. Returns the agent's exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            kill_group(process)
+    kill_group(process)  # trainers the agent may have orphaned
+    return process.wait()
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,100 @@
+"""Fixtures for the trainer tests: small jobs and real local torchrun agents."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from crescendo_operator.local.agents import LocalPaths, free_port, start_agent, stop_agent
+from crescendo_spec import JobSpec, parse_spec
+from crescendo_spec.trace import read_trace
+
+
+def small_job(**overrides: Any) -> JobSpec:
+    """An mnist5k/cnn job with fast rendezvous settings and a free rendezvous port."""
+    spec: dict[str, Any] = {
+        "gpusPerReplica": 0,
+        "dataset": "mnist5k",
+        "model": "cnn",
+        "maxSteps": 400,
+        "replicas": {"min": 1, "max": 3},
+        "batch": {"initial": 64, "max": 256, "perGpuMax": 32, "policy": "fixed"},
+        "learningRate": {"base": 0.05},
+        "checkpoint": {"everySteps": 1000},
+        "logEverySteps": 25,
+        "rendezvous": {"port": free_port(), "maxRestarts": 20},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return parse_spec(spec)
+
+
+class LocalJob:
+    """Real torchrun agents of one job, started and stopped by the test."""
+
+    def __init__(self, spec: JobSpec, run_dir: Path, name: str = "t") -> None:
+        self.spec, self.paths, self.name = spec, LocalPaths(run_dir), name
+        self.agents: dict[int, subprocess.Popen[bytes]] = {}
+        self.ports: dict[int, int] = {}
+
+    def add(self, index: int) -> None:
+        self.ports[index] = free_port()
+        self.agents[index] = start_agent(
+            self.name, "default", index, self.spec, self.paths, self.ports[index]
+        )
+
+    def remove(self, index: int) -> int:
+        return stop_agent(self.agents[index])
+
+    def trace(self) -> list[dict[str, Any]]:
+        return read_trace(self.paths.trace)
+
+    def steps(self, **match: Any) -> list[dict[str, Any]]:
+        return [
+            r for r in self.trace()
+            if r["kind"] == "step" and all(r.get(k) == v for k, v in match.items())
+        ]
+
+    def wait_for(self, what: str, condition: Callable[[], bool], timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+            if all(a.poll() is not None for a in self.agents.values()):
+                raise AssertionError(f"all agents exited while waiting for {what}\n{self.logs()}")
+            time.sleep(0.2)
+
+    def scrape(self, index: int) -> str:
+        url = f"http://127.0.0.1:{self.ports[index]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- replica {i}\n" + self.paths.log(i).read_text()[-3000:] for i in self.agents
+        )
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            stop_agent(agent, grace_seconds=10)
+
+
+@pytest.fixture
+def local_job(tmp_path: Path) -> Iterator[Callable[[JobSpec], LocalJob]]:
+    jobs: list[LocalJob] = []
+
+    def make(spec: JobSpec) -> LocalJob:
+        jobs.append(LocalJob(spec, tmp_path / f"run{len(jobs)}"))
+        return jobs[-1]
+
+    yield make
+    for job in jobs:
+        job.close()

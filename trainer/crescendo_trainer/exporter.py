@@ -1,0 +1,91 @@
+"""The trainer's Prometheus exporter: the metrics of the contract (docs/contract.md).
+
+Metrics live in an injected CollectorRegistry (tests make their own); one process per pod
+(local rank 0) serves it on `metrics.port`. Every series carries the two low-cardinality labels
+crescendo_job and crescendo_namespace so one Prometheus query selects a job; nothing else
+(no pod, no step) is a label. Counters restored from a checkpoint start at the restored value.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from crescendo_spec import contract
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from crescendo_trainer.policies.base import REASON_CODES
+
+
+def _strip(name: str) -> str:
+    return name.removeprefix(contract.PREFIX)
+
+
+@dataclass
+class TrainerMetrics:
+    job: str
+    namespace: str
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    last_checkpoint_time: float | None = None
+
+    def __post_init__(self) -> None:
+        labels = list(contract.TRAINER_LABELS)
+        values = (self.job, self.namespace)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, labels, registry=self.registry).labels(*values)
+
+        self.global_batch = gauge(contract.METRIC_GLOBAL_BATCH, "Global batch size in use.")
+        self.desired_batch = gauge(
+            contract.METRIC_DESIRED_BATCH, "Global batch size the policy asks for."
+        )
+        self.world_size = gauge(contract.METRIC_WORLD_SIZE, "Trainer processes in the group.")
+        self.step = gauge(contract.METRIC_STEP, "Optimizer steps completed.")
+        self.epoch = gauge(contract.METRIC_EPOCH, "Current epoch (0-based).")
+        self.loss = gauge(contract.METRIC_LOSS, "Mean training loss of the last step.")
+        self.accuracy = gauge(contract.METRIC_ACCURACY, "Test accuracy at the last evaluation.")
+        self.learning_rate = gauge(contract.METRIC_LEARNING_RATE, "Learning rate in use.")
+        self.step_duration = gauge(
+            contract.METRIC_STEP_DURATION, "Wall time of the last optimizer step."
+        )
+        self.rescale_pause = gauge(
+            contract.METRIC_RESCALE_PAUSE,
+            "Last step at the old world size to first step at the new one.",
+        )
+        self.hessian_eigenvalue = gauge(
+            contract.METRIC_HESSIAN_EIGENVALUE, "Top Hessian eigenvalue at the last check."
+        )
+        self.hessian_trace = gauge(contract.METRIC_HESSIAN_TRACE, "Hutchinson Hessian trace.")
+        self.noise_scale = gauge(contract.METRIC_NOISE_SCALE, "Gradient noise scale B_simple.")
+        self.adversarial_ratio = gauge(
+            contract.METRIC_ADVERSARIAL_RATIO, "Share of each micro-batch perturbed."
+        )
+        self.budget_reached = gauge(
+            contract.METRIC_BUDGET_DONE, "1 once the step/epoch budget is done."
+        )
+        self.samples = Counter(
+            contract.METRIC_SAMPLES, "Training samples processed.", labels, registry=self.registry
+        ).labels(*values)
+        age = Gauge(
+            contract.METRIC_CHECKPOINT_AGE,
+            "Seconds since the last checkpoint this process saw saved.",
+            labels,
+            registry=self.registry,
+        ).labels(*values)
+        age.set_function(self._checkpoint_age)
+        decisions = Counter(
+            contract.METRIC_DECISION,
+            "Batch-size decisions by reason code.",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
+        self.decisions = {code: decisions.labels(*values, code) for code in REASON_CODES}
+
+    def _checkpoint_age(self) -> float:
+        if self.last_checkpoint_time is None:
+            return float("nan")
+        return time.time() - self.last_checkpoint_time
+
+    def serve(self, port: int) -> None:
+        """Serve /metrics on all interfaces (the pod's IP) from a daemon thread."""
+        start_http_server(port, registry=self.registry)

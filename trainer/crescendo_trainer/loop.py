@@ -1,0 +1,293 @@
+"""The elastic training loop: one optimizer step at a time, at whatever world size torchrun gave.
+
+Per step: lay the global batch B out over the world (batching.py), take this rank's samples by
+global index (sampler.py), accumulate micro-batches under no_sync(), step, then one scalar
+all-reduce that carries the loss and the stop flag, so every rank knows the same loss and stops
+after the same step. Then the policy decides the next B (identical on every rank); a change is
+applied at once through accumulation, checkpointed, and exported as the desired batch, which the
+operator turns into replicas. On a stop (SIGTERM) rank 0 checkpoints the last completed step;
+when a collective fails because a peer left, rank 0 does the same before exiting, so the
+restart at the new world size loses no step.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from crescendo_spec.model import JobSpec
+from crescendo_spec.trace import TraceWriter
+from torch import nn
+
+from crescendo_trainer import checkpoint, distributed
+from crescendo_trainer.batching import layout, loss_scale
+from crescendo_trainer.datasets import TensorDataset, load_dataset
+from crescendo_trainer.environment import Environment
+from crescendo_trainer.exporter import TrainerMetrics
+from crescendo_trainer.lr import LrRule
+from crescendo_trainer.models import build_model
+from crescendo_trainer.policies import build_policy
+from crescendo_trainer.policies.base import Decision, Signals
+from crescendo_trainer.progress import Progress, Throughput, log_line
+from crescendo_trainer.sampler import ElasticSampler
+from crescendo_trainer.signals import StopFlag
+
+log = logging.getLogger("crescendo_trainer")
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # budget reached
+    STOPPED = "stopped"  # a signal (this rank's or a peer's): checkpointed, restartable
+    PEER_LOST = "peer_lost"  # a collective failed: checkpointed by rank 0, restart needed
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # mean over the global batch
+    stop: bool  # some rank was asked to stop
+    seconds: float
+
+
+class Trainer:
+    def __init__(
+        self, spec: JobSpec, env: Environment, metrics: TrainerMetrics, stop: StopFlag
+    ) -> None:
+        self.spec, self.env, self.metrics, self.stop = spec, env, metrics, stop
+        self.device = distributed.device_for(env)
+        self.world = env.world_size
+        self.ckpt_dir = env.checkpoint_dir or Path(spec.checkpoint.dir)
+        self.data: TensorDataset = load_dataset(spec.dataset)
+        self.sampler = ElasticSampler(len(self.data.train_y), spec.seed)
+        torch.manual_seed(spec.seed)  # the same initial weights on every rank
+        self.module = build_model(spec.model, self.data.input_shape, self.data.num_classes)
+        self.module.to(self.device)
+        self.model: nn.Module = self.module
+        self.optimizer = torch.optim.SGD(
+            self.module.parameters(),
+            lr=spec.learning_rate.base,
+            momentum=spec.optimizer.momentum,
+            weight_decay=spec.optimizer.weight_decay,
+            nesterov=spec.optimizer.nesterov,
+        )
+        self.policy = build_policy(spec.batch)
+        self.lr_rule = LrRule.from_spec(spec.learning_rate, spec.batch.initial)
+        self.progress = Progress(global_batch=spec.batch.initial, world_size=self.world)
+        self.trace = TraceWriter(env.trace_file, env.is_rank0)
+        self.criterion = nn.CrossEntropyLoss(reduction="sum")
+        self.resumed_from: Progress | None = None
+        self._permutation: tuple[int, torch.Tensor] | None = None
+
+    # --- set-up -------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Load the newest good checkpoint (all ranks read the shared directory)."""
+        loaded = checkpoint.load_latest(self.ckpt_dir)
+        if loaded is None:
+            log.info("no checkpoint in %s: starting at step 0", self.ckpt_dir)
+            return
+        payload = loaded.payload
+        self.module.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.policy.load_state_dict(payload["policy"])
+        torch.set_rng_state(payload["rng"])
+        self.progress = Progress.from_state_dict(payload["progress"])
+        self.resumed_from = Progress.from_state_dict(payload["progress"])
+        if self.env.rank > 0:  # distinct streams per rank, reproducible from (seed, step)
+            torch.manual_seed(self.spec.seed * 7919 + self.progress.step * 31 + self.env.rank)
+        self.metrics.samples.inc(self.progress.samples_seen)
+        self.metrics.last_checkpoint_time = loaded.path.stat().st_mtime
+        log.info(
+            "resumed from %s: step %d epoch %d batch %d (saved at world %d, now %d)",
+            loaded.path.name,
+            self.progress.step,
+            self.progress.epoch,
+            self.progress.global_batch,
+            self.progress.world_size,
+            self.world,
+        )
+        self.trace.write(
+            "resume", step=self.progress.step, old_world=self.progress.world_size, world=self.world
+        )
+
+    def wrap(self) -> None:
+        if distributed.active():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+
+    # --- one step -----------------------------------------------------------------------------
+    def learning_rate(self) -> float:
+        p = self.progress
+        return self.lr_rule(p.step, p.epoch, p.global_batch)
+
+    def train_step(self, permutation: torch.Tensor) -> StepResult:
+        started = time.perf_counter()
+        p = self.progress
+        plan = layout(p.global_batch, self.world, self.spec.batch.per_gpu_max)
+        chunks = self.sampler.micro_batches(permutation, p.position, plan, self.env.rank)
+        scale = loss_scale(p.global_batch, self.world)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        for i, index in enumerate(chunks):
+            x = self.data.train_x[index].to(self.device, non_blocking=True)
+            y = self.data.train_y[index].to(self.device, non_blocking=True)
+            with distributed.no_sync_unless(i == len(chunks) - 1, self.model):
+                loss = self.criterion(self.model(x), y)
+                (loss * scale).backward()
+            loss_sum += loss.detach().double().cpu()
+        self.optimizer.step()
+        p.step += 1
+        p.position += p.global_batch
+        p.samples_seen += p.global_batch
+        p.world_size = self.world
+        p.last_step_time = time.time()
+        # One all-reduce agrees on the loss and on whether anyone must stop.
+        stats = distributed.all_reduce_sum(
+            torch.stack([loss_sum, torch.tensor(float(self.stop.raised), dtype=torch.float64)])
+        )
+        return StepResult(
+            float(stats[0]) / p.global_batch, bool(stats[1] > 0), time.perf_counter() - started
+        )
+
+    # --- around the step ----------------------------------------------------------------------
+    def budget_reached(self) -> bool:
+        if self.spec.max_steps is not None and self.progress.step >= self.spec.max_steps:
+            return True
+        return self.spec.epochs is not None and self.progress.epoch >= self.spec.epochs
+
+    def save(self, why: str) -> None:
+        if not self.env.is_rank0:
+            return
+        payload: dict[str, Any] = {
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "policy": self.policy.state_dict(),
+            "progress": self.progress.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        path = checkpoint.save(self.ckpt_dir, self.progress.step, payload, self.spec.checkpoint.keep)
+        self.metrics.last_checkpoint_time = time.time()
+        log.info("checkpoint %s (%s)", path.name, why)
+        self.trace.write("checkpoint", step=self.progress.step, why=why)
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Test accuracy, each rank scoring its stripe of the test set."""
+        self.module.eval()
+        xs = self.data.test_x[self.env.rank :: self.world]
+        ys = self.data.test_y[self.env.rank :: self.world]
+        correct = torch.zeros((), dtype=torch.float64)
+        for start in range(0, len(ys), 1024):
+            x = xs[start : start + 1024].to(self.device)
+            predicted = self.module(x).argmax(dim=1).cpu()
+            correct += (predicted == ys[start : start + 1024]).sum()
+        totals = distributed.all_reduce_sum(torch.stack([correct, torch.tensor(float(len(ys)))]))
+        return float(totals[0] / totals[1])
+
+    def decide(self, result: StepResult, epoch_end: bool) -> Decision:
+        p = self.progress
+        signals = Signals(p.step, p.epoch, epoch_end, p.global_batch, result.loss, {})
+        decision = self.policy.decide(signals)
+        self.metrics.decisions[decision.code].inc()
+        if decision.changed and decision.global_batch != p.global_batch:
+            log.info("batch decision at step %d: %s", p.step, decision.reason)
+            self.trace.write(
+                "decision", step=p.step, old=p.global_batch, new=decision.global_batch,
+                code=decision.code, reason=decision.reason,
+            )
+            p.global_batch = decision.global_batch
+        return decision
+
+    def after_step(self, result: StepResult, throughput: Throughput) -> None:
+        p, m = self.progress, self.metrics
+        if self.resumed_from is not None:
+            pause = p.last_step_time - self.resumed_from.last_step_time
+            m.rescale_pause.set(pause)
+            self.trace.write("pause", step=p.step, seconds=pause,
+                             old_world=self.resumed_from.world_size, world=self.world)
+            if self.resumed_from.world_size != self.world:
+                p.rescales += 1
+            self.resumed_from = None
+        throughput.add(p.global_batch)
+        m.step.set(p.step)
+        m.epoch.set(p.epoch)
+        m.loss.set(result.loss)
+        m.learning_rate.set(self.learning_rate())
+        m.step_duration.set(result.seconds)
+        m.samples.inc(p.global_batch)
+        self.trace.write(
+            "step", step=p.step, epoch=p.epoch, world=self.world, batch=p.global_batch,
+            loss=result.loss, lr=self.learning_rate(), seconds=result.seconds,
+        )
+        if self.env.is_rank0 and p.step % self.spec.log_every_steps == 0:
+            log_line(p, result.loss, self.learning_rate(), throughput.take())
+
+    def publish_batch(self) -> None:
+        self.metrics.global_batch.set(self.progress.global_batch)
+        self.metrics.desired_batch.set(self.progress.global_batch)
+        self.metrics.world_size.set(self.world)
+
+    # --- the loop -----------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        self.restore()
+        self.wrap()
+        self.publish_batch()
+        throughput = Throughput()
+        while not self.budget_reached():
+            try:
+                outcome = self.iterate(throughput)
+            except Exception as exc:
+                if not distributed.is_peer_lost(exc):
+                    raise
+                log.warning("a peer left (%s): saving step %d", exc, self.progress.step)
+                self.save("peer lost")
+                return Outcome.PEER_LOST
+            if outcome is not None:
+                return outcome
+        if self.progress.accuracy is None:
+            self.progress.accuracy = self.evaluate()
+        self.save("budget reached")
+        self.metrics.budget_reached.set(1)
+        self.trace.write("done", step=self.progress.step, accuracy=self.progress.accuracy)
+        return Outcome.DONE
+
+    def iterate(self, throughput: Throughput) -> Outcome | None:
+        """One step and what follows it; an Outcome when the loop must end."""
+        p = self.progress
+        if not self.sampler.has_room(p.position, p.global_batch):
+            p.epoch, p.position = p.epoch + 1, 0
+            return None
+        result = self.train_step(self.permutation())
+        if not math.isfinite(result.loss):
+            log.warning("loss is %s at step %d", result.loss, p.step)
+        epoch_end = not self.sampler.has_room(p.position, p.global_batch)
+        self.after_step(result, throughput)
+        decision = self.decide(result, epoch_end)
+        if epoch_end:
+            p.accuracy = self.evaluate()
+            self.metrics.accuracy.set(p.accuracy)
+            self.trace.write("eval", step=p.step, epoch=p.epoch, accuracy=p.accuracy)
+        if result.stop:
+            self.save("stop requested")
+            self.trace.write("stop", step=p.step, signal=self.stop.signal_name)
+            return Outcome.STOPPED
+        if decision.changed:
+            self.publish_batch()
+            self.save(decision.reason)
+        elif p.step % self.spec.checkpoint.every_steps == 0:
+            self.save("every steps")
+        return None
+
+    def permutation(self) -> torch.Tensor:
+        """This epoch's sample order (cached: one randperm per epoch, not per step)."""
+        epoch = self.progress.epoch
+        if self._permutation is None or self._permutation[0] != epoch:
+            self._permutation = (epoch, self.sampler.permutation(epoch))
+        return self._permutation[1]
