@@ -33,6 +33,11 @@ class Replicas(_Spec):
     min: int = Field(1, ge=1, le=1024, description="Fewest worker replicas (pods).")
     max: int = Field(4, ge=1, le=1024, description="Most worker replicas (pods).")
     initial: int | None = Field(None, ge=1, le=1024, description="Replicas at start; default min.")
+    # The CRD's scale subresource writes here (`kubectl scale abj/x --replicas=N`): a manual pin
+    # that overrides the trainers' decisions until the user clears it (sets it to null).
+    manual: int | None = Field(
+        None, ge=1, le=1024, description="Pinned replica count (kubectl scale); null: automatic."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Replicas:

@@ -49,7 +49,8 @@ def spec_of(document: Mapping[str, Any]) -> Mapping[str, Any]:
     """The spec inside a whole AdaptiveBatchJob manifest, or the document itself if it is one."""
     if document.get("kind") == KIND:
         if document.get("apiVersion") != API_VERSION:
-            raise SpecError([f"apiVersion: must be {API_VERSION} (got {document.get('apiVersion')!r})"])
+            got = document.get("apiVersion")
+            raise SpecError([f"apiVersion: must be {API_VERSION} (got {got!r})"])
         spec = document.get("spec")
         if not isinstance(spec, Mapping):
             raise SpecError(["spec: required mapping is missing"])
