@@ -77,6 +77,12 @@ class AbsaSettings(_Spec):
     hessian_batch: int = Field(128, ge=1, le=65_536, description="Samples in the λ batch.")
     iterations: int = Field(10, ge=1, le=1_000, description="Power-iteration limit.")
     tolerance: float = Field(1e-2, gt=0.0, le=1.0, description="Relative change to stop at.")
+    method: Literal["lanczos", "power"] = Field(
+        "lanczos", description="λ estimator: Lanczos or power iteration, same product budget."
+    )
+    adversarial_epochs_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="ABSA stops adversarial mixing after this share of epochs."
+    )
 
 
 class GnsSettings(_Spec):
