@@ -33,12 +33,6 @@ def join(env: Environment, device: torch.device, timeout_seconds: int) -> None:
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds))
 
 
-def leave() -> None:
-    if dist.is_initialized():
-        with contextlib.suppress(RuntimeError):  # a broken group cannot always be torn down
-            dist.destroy_process_group()
-
-
 def active() -> bool:
     return dist.is_initialized() and dist.get_world_size() > 1
 

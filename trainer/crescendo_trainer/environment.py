@@ -51,9 +51,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise TrainerEnvironmentError(f"environment variable {name}={raw!r} is not an integer") from None
+        raise TrainerEnvironmentError(
+            f"environment variable {name}={raw!r} is not an integer"
+        ) from None
     if value < minimum:
-        raise TrainerEnvironmentError(f"environment variable {name}={value} must be >= {minimum}")
+        raise TrainerEnvironmentError(
+            f"environment variable {name}={value} must be >= {minimum}"
+        )
     return value
 
 

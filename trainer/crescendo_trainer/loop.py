@@ -172,7 +172,8 @@ class Trainer:
             "progress": self.progress.state_dict(),
             "rng": torch.get_rng_state(),
         }
-        path = checkpoint.save(self.ckpt_dir, self.progress.step, payload, self.spec.checkpoint.keep)
+        keep = self.spec.checkpoint.keep
+        path = checkpoint.save(self.ckpt_dir, self.progress.step, payload, keep)
         self.metrics.last_checkpoint_time = time.time()
         log.info("checkpoint %s (%s)", path.name, why)
         self.trace.write("checkpoint", step=self.progress.step, why=why)

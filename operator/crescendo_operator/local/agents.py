@@ -9,6 +9,7 @@ stop reaches the agent and the trainers it started, and nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -114,7 +115,5 @@ def stop_agent(process: subprocess.Popen[bytes], grace_seconds: float = 60.0) ->
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

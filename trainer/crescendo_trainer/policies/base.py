@@ -99,7 +99,8 @@ class BatchSizePolicy(ABC):
     @staticmethod
     def refuse_not_finite(signals: Signals) -> Decision | None:
         """Never grow on a NaN/inf loss or measurement: hold, and say so."""
-        bad = [k for k, v in {"loss": signals.loss, **signals.measured}.items() if not math.isfinite(v)]
+        values = {"loss": signals.loss, **signals.measured}
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
             return Decision(signals.global_batch, NOT_FINITE, f"{', '.join(bad)} not finite: hold")
         return None
