@@ -79,7 +79,9 @@ def test_lanczos_10_products_within_1e_2_of_exact_eigenvalue(spectra) -> None:  
 def test_power_iteration_100_steps_within_1e_4_of_exact_eigenvalue(spectra) -> None:  # type: ignore[no-untyped-def]
     errors = rel_errors(
         spectra,
-        lambda m, x, y, s: top_eigenvalue(m, CE, x, y, iterations=100, tolerance=1e-7, seed=s).value,
+        lambda m, x, y, s: top_eigenvalue(
+            m, CE, x, y, iterations=100, tolerance=1e-7, seed=s
+        ).value,
     )
     assert max(errors) <= 1e-4
 
@@ -173,9 +175,9 @@ def test_eval_mode_restores_mixed_flags() -> None:
 
 def test_bad_settings_name_the_field(trained_mlp: nn.Module, digits: tuple[Tensor, Tensor]) -> None:
     x, y = digits
-    with pytest.raises(ValueError, match="batch.absa.iterations"):
+    with pytest.raises(ValueError, match=r"batch\.absa\.iterations"):
         top_eigenvalue(trained_mlp, CE, x[:8], y[:8], iterations=0)
-    with pytest.raises(ValueError, match="batch.absa.tolerance"):
+    with pytest.raises(ValueError, match=r"batch\.absa\.tolerance"):
         top_eigenvalue(trained_mlp, CE, x[:8], y[:8], tolerance=0.0)
-    with pytest.raises(ValueError, match="batch.absa.hessianBatch"):
+    with pytest.raises(ValueError, match=r"batch\.absa\.hessianBatch"):
         seeded_batch(x, y, 0, seed=0)

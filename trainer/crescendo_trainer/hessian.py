@@ -8,14 +8,14 @@ unwrapped module (a DDP wrapper would all-reduce inside the double backward).
 
 Every rank gets the same number. DECIDE: each rank computes on the same seeded batch (picked by
 `seeded_batch`, so no data has to move) from the same seeded start vector, and then rank 0's value
-is broadcast (`agree_across_ranks`).
+is broadcast (`agree_across_ranks`). The broadcast is one scalar; it makes the decision identical
+even where a GPU kernel is not bit-reproducible, and costs nothing where it is.
 
 DECIDE, the estimator: ABSA's power iteration (`top_eigenvalue`, PyHessian's algorithm) needs the
 gap λ₂/λ₁ to be small for 10 products to be accurate; on a trained MLP on digits (λ₂/λ₁ ≈ 0.8) its
 relative error at 10 iterations reaches 20% for an unlucky start vector. Lanczos on the same 10
 products (`lanczos_top_eigenvalue`) is within 1e-2 there. `batch.absa.method` picks; the default
-is Lanczos, at the same cost in Hessian-vector products. The broadcast is one scalar; it makes the decision identical
-even where a GPU kernel is not bit-reproducible, and costs nothing where it is.
+is Lanczos, at the same cost in Hessian-vector products.
 """
 
 from __future__ import annotations

@@ -62,5 +62,8 @@ class Lamb(Optimizer):
                     r.add_(p, alpha=group["weight_decay"])
                 w_norm, r_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(r)
                 trust = w_norm / r_norm if w_norm > 0 and r_norm > 0 else torch.ones(())
-                p.add_(r * trust, alpha=-group["lr"])
+                # lr·trust folded into one float32 scalar first, as torch-optimizer does: a
+                # parameter with a near-zero gradient (a conv bias before BatchNorm) has a huge
+                # trust ratio, and a different rounding order shows up at 1e-4 after a few steps.
+                p.add_(r, alpha=float(-group["lr"] * trust))
         return loss
