@@ -92,6 +92,7 @@ class GnsSettings(_Spec):
     cooldown_steps: int = Field(50, ge=0, le=1_000_000, description="Steps between decisions.")
     ema: float = Field(0.95, ge=0.0, lt=1.0, description="Moving-average decay of the estimates.")
     allow_shrink: bool = Field(False, description="Whether B may fall below its current value.")
+    factor: int = Field(2, ge=2, le=16, description="B moves in powers of this factor.")
 
 
 class Batch(_Spec):

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
-from crescendo_spec.model import Batch
+from crescendo_spec.model import Adversarial, Batch
 
+from crescendo_trainer.policies.absa import AbsaPolicy, AbsPolicy
 from crescendo_trainer.policies.adabatch import AdaBatchPolicy
-from crescendo_trainer.policies.base import BatchSizePolicy, Decision, Signals
+from crescendo_trainer.policies.base import BatchSizePolicy, Decision, GradientNorms, Signals
 from crescendo_trainer.policies.fixed import FixedPolicy
+from crescendo_trainer.policies.gns import GnsPolicy
 
-__all__ = ["BatchSizePolicy", "Decision", "Signals", "build_policy"]
+__all__ = ["BatchSizePolicy", "Decision", "GradientNorms", "Signals", "build_policy"]
 
 
-def build_policy(batch: Batch) -> BatchSizePolicy:
-    """The policy `batch.policy` names, configured from its settings block."""
+def build_policy(
+    batch: Batch, *, epochs: int | None = None, adversarial: Adversarial | None = None
+) -> BatchSizePolicy:
+    """The policy `batch.policy` names, configured from its settings block.
+
+    `epochs` (the job's budget, when given in epochs) lets ABSA stop its adversarial samples after
+    half of them; `adversarial.ratio` is ABSA's starting share r0 (default 0.2).
+    """
     if batch.policy == "fixed":
         return FixedPolicy(batch.initial, batch.max)
     if batch.policy == "adabatch":
         return AdaBatchPolicy(batch.initial, batch.max, batch.adabatch)
+    if batch.policy in ("abs", "absa"):
+        kind = AbsPolicy if batch.policy == "abs" else AbsaPolicy
+        ratio = (adversarial or Adversarial()).ratio
+        return kind(
+            batch.initial, batch.max, batch.absa, adversarial_ratio=ratio, total_epochs=epochs
+        )
+    if batch.policy == "gns":
+        return GnsPolicy(batch.initial, batch.max, batch.gns)
     raise ValueError(
-        f"spec.batch.policy: {batch.policy!r} is not implemented yet (have: fixed, adabatch)"
+        f"spec.batch.policy: {batch.policy!r} is not one of fixed, adabatch, abs, absa, gns"
     )

@@ -8,7 +8,7 @@ the paper's extra decay γ is the LR schedule's own step decay at the same epoch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from crescendo_spec.model import AdaBatchSettings
@@ -35,3 +35,14 @@ class AdaBatchPolicy(BatchSizePolicy):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)  # stateless beyond B, which the trainer checkpoints
+
+
+def batch_at_epoch(epoch: int, initial: int, maximum: int, settings: AdaBatchSettings) -> int:
+    """B during `epoch` (0-based) under AdaBatch: B0·β^⌊epoch / resizeEvery⌋, capped at max."""
+    grown: int = initial * settings.factor ** (epoch // settings.resize_every_epochs)
+    return min(grown, maximum)
+
+
+def optimizer_updates(dataset_size: int, epochs: int, batch_of_epoch: Callable[[int], int]) -> int:
+    """Optimizer steps over `epochs` epochs, ⌊N/B⌋ per epoch (the last partial batch dropped)."""
+    return sum(dataset_size // batch_of_epoch(e) for e in range(epochs))

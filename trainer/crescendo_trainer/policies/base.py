@@ -29,6 +29,7 @@ REASON_CODES = (HOLD, SCHEDULE, CURVATURE, DURATION, NOISE_SCALE, CAPPED, NOT_FI
 # Names of the measurements a policy may ask for.
 HESSIAN_EIGENVALUE = "hessian_eigenvalue"
 NOISE_SCALE_SIMPLE = "noise_scale"
+HESSIAN_TRACE = "hessian_trace"  # for the dashboard only; no policy decides on it
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,21 @@ class Signals:
     global_batch: int  # B used by the step just completed
     loss: float  # mean training loss of that step, all-reduced
     measured: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GradientNorms:
+    """One step's squared gradient norms for the noise-scale estimate (gns.py), same on every rank.
+
+    `local_sq`: mean over workers of |g_b|², each worker's squared norm before the all-reduce
+    (its batch of `local_batch` samples); `global_sq`: |g_B|² of the all-reduced gradient over
+    `global_batch` samples. With one worker, two consecutive micro-batches play the workers.
+    """
+
+    local_sq: float
+    global_sq: float
+    local_batch: int
+    global_batch: int
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,18 @@ class BatchSizePolicy(ABC):
     def adversarial_ratio(self, global_batch: int, epoch: int) -> float | None:
         """Share of each micro-batch to perturb, or None to use the spec's ratio unchanged."""
         return None
+
+    def wants_gradient_norms(self) -> bool:
+        """Whether the trainer should hand every step's `GradientNorms` to this policy."""
+        return False
+
+    def observe_gradient_norms(self, norms: GradientNorms) -> None:
+        """One step's gradient norms (only called when `wants_gradient_norms`)."""
+        return None
+
+    def metrics(self) -> dict[str, float]:
+        """Latest measurements for the exporter, keyed by the measurement names above."""
+        return {}
 
     @abstractmethod
     def decide(self, signals: Signals) -> Decision:
