@@ -97,11 +97,8 @@ class Cluster:
         return [e for e in items if reason is None or e.get("reason") == reason]
 
     def pod_creations(self) -> int:
-        """POSTs of pods the API server accepted (a duplicate would answer 409)."""
-        return sum(
-            1 for r in self.emulator.requests
-            if r.method == "POST" and r.resource == kmock.resource("", "v1", "pods")
-        )
+        """Pods the API server created (a duplicate is refused with 409 and not counted)."""
+        return self.emulator.pods_created
 
 
 async def eventually(
@@ -160,6 +157,11 @@ class OperatorRunner:
         settings = kopf.OperatorSettings()
         settings.peering.standalone = True
         settings.watching.server_timeout = 10
+        # Per-object workers idle 5 s by default; the operator's stop waits for them.
+        settings.batching.idle_timeout = 0.3
+        settings.batching.exit_timeout = 0.3
+        # After its last patch, a stopping timer waits this long for the watch to echo it.
+        settings.persistence.consistency_timeout = 0.3
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(kopf.operator(
             registry=registry, settings=settings, clusterwide=False,

@@ -5,12 +5,15 @@ subclass closes exactly those gaps, in the emulator and not by weakening the ope
 
 0. `/api/v1/namespaces[/<name>]` is parsed as the cluster-scoped resource `namespaces` (kmock's
    path parser takes "namespaces" for the namespace prefix and fails: a 500 on every call);
-1. objects get uid, resourceVersion (bumped on every write), generation (bumped on spec
+1. objects get a name from generateName (kopf's Events), uid, resourceVersion (bumped on every write), generation (bumped on spec
    changes) and creationTimestamp — kopf's first finalizer JSON-patch needs them;
 2. a JSON-patch `test` failure answers 422 (a conflict kopf retries), not 500;
 3. lists carry kind/apiVersion; `/api/v1` reports groupVersion "v1", not "/v1";
 4. a watch subscribes to the event bus *before* it sends its snapshot, under the same lock
-   the writers hold, so no event between the two is lost;
+   the writers hold, so no event between the two is lost; a watch from a list's
+   resourceVersion does not replay the objects the list already returned (kmock sends them
+   again as ADDED, and kopf then retries a stale finalizer patch and stalls until the next
+   change); deletions between a list and its watch are not replayed;
 5. `labelSelector` on lists and watches (equality, inequality, existence);
 6. owner-reference garbage collection: deleting an owner deletes its dependents;
 7. a kubelet stand-in: new pods become Running and Ready on 127.0.0.1 (so the operator's direct
@@ -78,6 +81,7 @@ def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
 class Emulator(kmock.KubernetesEmulator):
     node_capacity: int | None = None  # pods the kubelet places; None: unlimited
     pod_ip: str = "127.0.0.1"
+    pods_created: int = 0  # successful pod creations (a refused duplicate is not counted)
     _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
 
     # --- 1. metadata stamping, 6. garbage collection, 7. kubelet ---------------------------------
@@ -85,6 +89,8 @@ class Emulator(kmock.KubernetesEmulator):
         if request.resource is not None and isinstance(request.data, dict | list):
             self._stamp(request)
         response = await super()._handle(request)
+        if request.action == enums.action.CREATE and request.resource == CORE_PODS:
+            self.pods_created += 1  # a duplicate raised 409 inside super()._handle
         if request.action == enums.action.DELETE or request.action == enums.action.UPDATE:
             await self._collect_garbage()
         return response
@@ -93,6 +99,8 @@ class Emulator(kmock.KubernetesEmulator):
         version = str(next(self._versions))
         if request.action == enums.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("creationTimestamp", _now())
             meta["generation"] = 1
@@ -220,9 +228,14 @@ class Emulator(kmock.KubernetesEmulator):
         async with self._lock:  # the writers put events under this lock: nothing slips between
             snapshot = self._matching(request)
             mark = await bus.mark()
+        since = request.params.get("resourceVersion", "")
         try:
             for raw in snapshot:
-                yield {"type": "ADDED", "object": raw}
+                version = raw.get("metadata", {}).get("resourceVersion", "")
+                if not since.isdigit():
+                    yield {"type": "ADDED", "object": raw}
+                elif version.isdigit() and int(version) > int(since):
+                    yield {"type": "MODIFIED", "object": raw}  # changed after the list
             async for event in bus.stream(since=mark):
                 meta = event.get("object", {}).get("metadata", {})
                 if request.namespace is not None and meta.get("namespace") != request.namespace:
