@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from crescendo_operator.local.agents import kill_tree
 from crescendo_spec import JobSpec, contract
 from crescendo_spec.trace import restarts, steps_monotonic
 
@@ -40,3 +41,46 @@ def test_agent_joins_and_leaves_and_the_job_finishes_with_no_lost_step(
     assert [(r.old_world, r.world) for r in rescales] == [(1, 2), (2, 1)]
     assert [r.lost_steps for r in rescales] == [0, 0]
     assert all(r.pause_seconds is not None and r.pause_seconds < 60 for r in rescales)
+
+
+def test_grown_batch_is_honoured_at_world_2_through_accumulation(
+    local_job: Callable[[JobSpec], LocalJob],
+) -> None:
+    spec = small_job(
+        dataset="digits", maxSteps=None, epochs=4,
+        batch={"initial": 32, "max": 128, "perGpuMax": 16, "policy": "adabatch",
+               "adabatch": {"resizeEveryEpochs": 1}},
+    )
+    job = local_job(spec)
+    job.add(0)
+    job.add(1)
+    assert job.agents[0].wait(timeout=180) == 0, job.logs()
+    assert job.agents[1].wait(timeout=30) == 0, job.logs()
+
+    steps = job.steps()
+    assert {r["world"] for r in steps} == {2}
+    decisions = [(r["old"], r["new"]) for r in job.trace() if r["kind"] == "decision"]
+    assert decisions == [(32, 64), (64, 128)]
+    # B = world x micro x accumulation with micro <= perGpuMax (16).
+    assert {(r["batch"], r["accumulation"]) for r in steps} == {(32, 1), (64, 2), (128, 4)}
+    by_epoch = {r["epoch"]: r["batch"] for r in steps}
+    assert by_epoch == {0: 32, 1: 64, 2: 128, 3: 128}
+    assert steps_monotonic(job.trace())
+
+
+def test_killed_peer_costs_no_step_rank_0_saves_the_last_completed_one(
+    local_job: Callable[[JobSpec], LocalJob],
+) -> None:
+    job = local_job(small_job(maxSteps=1500))
+    job.add(0)  # first, so it hosts the c10d store: with c10d, losing the host ends the job
+    job.wait_for("a step at world 1", lambda: len(job.steps(world=1)) >= 1)
+    job.add(1)
+    job.wait_for("15 steps at world 2", lambda: len(job.steps(world=2)) >= 15)
+    kill_tree(job.agents[1])  # no SIGTERM, no grace: the pod vanished
+    assert job.agents[0].wait(timeout=180) == 0, job.logs()
+
+    records = job.trace()
+    assert any(r["kind"] == "checkpoint" and r["why"] == "peer lost" for r in records)
+    after_kill = [r for r in restarts(records) if (r.old_world, r.world) == (2, 1)]
+    assert len(after_kill) == 1 and after_kill[0].lost_steps == 0
+    assert steps_monotonic(records) and records[-1]["kind"] == "done"

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     metrics = TrainerMetrics(env.job_name, env.namespace)
     if env.serves_metrics:
-        port = env.metrics_port or spec.metrics.port
+        port = spec.metrics.port if env.metrics_port is None else env.metrics_port
         try:
             metrics.serve(port)
         except OSError as exc:

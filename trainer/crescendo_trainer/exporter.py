@@ -12,13 +12,19 @@ import time
 from dataclasses import dataclass, field
 
 from crescendo_spec import contract
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from crescendo_trainer.policies.base import REASON_CODES
 
-
-def _strip(name: str) -> str:
-    return name.removeprefix(contract.PREFIX)
+# The `_created` series prometheus-client adds to counters are not in the contract, and each is
+# one more series per job for Prometheus to store.
+disable_created_metrics()
 
 
 @dataclass

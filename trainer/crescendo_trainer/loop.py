@@ -52,6 +52,7 @@ class StepResult:
     loss: float  # mean over the global batch
     stop: bool  # some rank was asked to stop
     seconds: float
+    accumulation: int  # micro-steps this step took on every rank
 
 
 class Trainer:
@@ -153,7 +154,10 @@ class Trainer:
             torch.stack([loss_sum, torch.tensor(float(self.stop.raised), dtype=torch.float64)])
         )
         return StepResult(
-            float(stats[0]) / p.global_batch, bool(stats[1] > 0), time.perf_counter() - started
+            loss=float(stats[0]) / p.global_batch,
+            stop=bool(stats[1] > 0),
+            seconds=time.perf_counter() - started,
+            accumulation=plan.accumulation,
         )
 
     # --- around the step ----------------------------------------------------------------------
@@ -225,7 +229,8 @@ class Trainer:
         m.samples.inc(p.global_batch)
         self.trace.write(
             "step", step=p.step, epoch=p.epoch, world=self.world, batch=p.global_batch,
-            loss=result.loss, lr=self.learning_rate(), seconds=result.seconds,
+            accumulation=result.accumulation, loss=result.loss, lr=self.learning_rate(),
+            seconds=result.seconds,
         )
         if self.env.is_rank0 and p.step % self.spec.log_every_steps == 0:
             log_line(p, result.loss, self.learning_rate(), throughput.take())

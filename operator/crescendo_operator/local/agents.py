@@ -3,8 +3,9 @@
 The command line and environment are exactly the operator's pod builder's (`torchrun_command`,
 `worker_env`), with three local mappings: the rendezvous host is 127.0.0.1, `torchrun` is this
 interpreter's `-m torch.distributed.run`, and every replica gets its own metrics port (pods
-have their own IPs; local processes share one). Each agent leads its own process group, so a
-stop reaches the agent and the trainers it started, and nothing is left behind.
+have their own IPs; local processes share one). Each agent leads its own session, so a
+stop reaches the agent and the trainers it started (found through psutil: torchrun puts
+each trainer in a session of its own), and nothing is left behind.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from crescendo_spec import contract
 from crescendo_spec.model import JobSpec
 
@@ -102,18 +104,34 @@ def start_agent(
 
 
 def stop_agent(process: subprocess.Popen[bytes], grace_seconds: float = 60.0) -> int:
-    """SIGTERM the agent (it forwards it to its trainers, which checkpoint); SIGKILL the group
-    if it outlives the grace period. Returns the agent's exit status."""
+    """SIGTERM the agent (it forwards it to its trainers, which checkpoint); SIGKILL whatever
+    of its process tree outlives the grace period. Returns the agent's exit status."""
+    tree = descendants(process)  # torchrun starts trainers in sessions of their own
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=grace_seconds)
         except subprocess.TimeoutExpired:
-            kill_group(process)
-    kill_group(process)  # trainers the agent may have orphaned
+            pass
+    kill(tree + [psutil.Process(process.pid)] if process.poll() is None else tree)
     return process.wait()
 
 
-def kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+def descendants(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(process.pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill(processes: list[psutil.Process]) -> None:
+    for proc in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(processes, timeout=10)
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the agent and its trainers at once (a pod that vanished)."""
+    kill([*descendants(process), psutil.Process(process.pid)])
+    process.wait()

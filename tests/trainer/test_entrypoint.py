@@ -1,0 +1,68 @@
+"""`python -m crescendo_trainer`: bad input is refused with the field named, nothing trained."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from crescendo_trainer import checkpoint
+
+
+def run_trainer(tmp_path: Path, spec: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "apiVersion": "crescendo.dev/v1alpha1", "kind": "AdaptiveBatchJob",
+        "metadata": {"name": "bad"}, "spec": spec,
+    }))
+    return subprocess.run(
+        [sys.executable, "-m", "crescendo_trainer", "--config", str(job)],
+        capture_output=True, text=True, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "CRESCENDO_METRICS_PORT": "0", "OMP_NUM_THREADS": "1"},
+    )
+
+
+BASE: dict[str, object] = {"dataset": "digits", "maxSteps": 3}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"batch": {"policy": "magic"}}, "spec.batch.policy: Input should be 'fixed', 'adabatch'"),
+        ({"batch": {"initial": 0}}, "spec.batch.initial: Input should be greater than or equal"),
+        ({"batch": {"initial": 512, "max": 256}}, "spec.batch: initial (512) must be <= max (256)"),
+        ({"replicas": {"min": 3, "max": 2}}, "spec.replicas: min (3) must be <= max (2)"),
+        ({"dataset": "cifar"}, "spec.dataset: must be one of digits, mnist5k, fashion-mnist"),
+        ({"dataset": "no_such_module:load"}, "spec.dataset='no_such_module:load'"),
+    ],
+)
+def test_invalid_job_exits_2_naming_the_field(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    result = run_trainer(tmp_path, {**BASE, **change, "checkpoint": {"dir": str(tmp_path / "c")}})
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "c").exists(), "an invalid job wrote a checkpoint"
+
+
+def test_corrupt_only_checkpoint_stops_the_trainer_instead_of_restarting_at_step_0(
+    tmp_path: Path,
+) -> None:
+    ckpt = tmp_path / "c"
+    checkpoint.save(ckpt, 2, {"progress": {}}, keep=2).write_bytes(b"garbage")
+    result = run_trainer(tmp_path, {**BASE, "checkpoint": {"dir": str(ckpt)}})
+    assert result.returncode == 1
+    assert "refusing to restart from step 0" in result.stderr
+    assert [p.name for p in checkpoint.list_checkpoints(ckpt)] == ["ckpt-000000002.pt"]
+
+
+def test_a_finished_job_resumes_from_its_checkpoint_and_stays_finished(tmp_path: Path) -> None:
+    spec = {**BASE, "checkpoint": {"dir": str(tmp_path / "c")}}
+    first = run_trainer(tmp_path, spec)
+    assert first.returncode == 0, first.stderr
+    second = run_trainer(tmp_path, spec)
+    assert second.returncode == 0, second.stderr
+    assert "resumed from ckpt-000000003.pt: step 3" in second.stderr
+    assert "trainer done at step 3" in second.stderr

@@ -1,0 +1,48 @@
+"""The trainer's exporter serves exactly the contract's metric names, lint-clean."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from crescendo_spec import contract
+from crescendo_trainer.exporter import TrainerMetrics
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def exposition() -> str:
+    metrics = TrainerMetrics("mnist", "team")
+    metrics.global_batch.set(256)
+    metrics.samples.inc(512)
+    metrics.last_checkpoint_time = 0.0
+    return generate_latest(metrics.registry).decode()
+
+
+def test_families_are_exactly_the_contract_metrics() -> None:
+    families = {f.name for f in text_string_to_metric_families(exposition())}
+    assert families == set(contract.TRAINER_METRICS)
+
+
+def test_every_series_carries_only_the_contract_labels() -> None:
+    for family in text_string_to_metric_families(exposition()):
+        for sample in family.samples:
+            labels = set(sample.labels) - {"reason"}
+            assert labels == set(contract.TRAINER_LABELS), sample
+            assert sample.labels["crescendo_job"] == "mnist"
+
+
+def test_counters_end_in_total_and_values_are_exported() -> None:
+    text = exposition()
+    labels = '{crescendo_job="mnist",crescendo_namespace="team"}'
+    assert f"crescendo_trainer_samples_total{labels} 512.0" in text
+    assert f"crescendo_trainer_global_batch_size{labels} 256.0" in text
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) missing")
+def test_promtool_finds_no_naming_problem() -> None:
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=exposition(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
