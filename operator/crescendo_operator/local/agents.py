@@ -109,11 +109,9 @@ def stop_agent(process: subprocess.Popen[bytes], grace_seconds: float = 60.0) ->
     tree = descendants(process)  # torchrun starts trainers in sessions of their own
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace_seconds)
-        except subprocess.TimeoutExpired:
-            pass
-    kill(tree + [psutil.Process(process.pid)] if process.poll() is None else tree)
+    kill([*tree, psutil.Process(process.pid)] if process.poll() is None else tree)
     return process.wait()
 
 
