@@ -7,8 +7,8 @@ an in-process kmock emulator on 127.0.0.1 (see emulator.py for the gaps it close
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -140,12 +140,18 @@ def trainer() -> Iterator[FakeTrainer]:
 
 
 class OperatorRunner:
-    """Starts and stops the real kopf operator inside the test's event loop."""
+    """Starts and stops the real kopf operator, in a thread with its own event loop.
+
+    Its own loop because kopf, when it stops, waits up to 5 s for every task of its loop, and
+    the emulator's open watch streams would be among them. (A stop still takes ~5 s when the
+    reconcile timer fires during kopf's shutdown: its status patch waits on kopf's closed API
+    session until kopf's fixed 5 s hung-task timeout.)
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._task: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def start(self, interval: float = 0.3, prometheus_url: str | None = None) -> None:
         config = OperatorConfig(
@@ -158,23 +164,29 @@ class OperatorRunner:
         settings.peering.standalone = True
         settings.watching.server_timeout = 10
         # Per-object workers idle 5 s by default; the operator's stop waits for them.
-        settings.batching.idle_timeout = 0.3
-        settings.batching.exit_timeout = 0.3
+        settings.queueing.idle_timeout = 0.3
+        settings.queueing.exit_timeout = 0.3
         # After its last patch, a stopping timer waits this long for the watch to echo it.
         settings.persistence.consistency_timeout = 0.3
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(kopf.operator(
-            registry=registry, settings=settings, clusterwide=False,
-            namespaces=["default"], standalone=True, stop_flag=self._stop,
-        ))
+        self._stop = threading.Event()
+        stop = self._stop
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(kopf.operator(
+                registry=registry, settings=settings, clusterwide=False,
+                namespaces=["default"], standalone=True, stop_flag=stop,
+            )),
+            name="kopf", daemon=True,
+        )
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._task is None or self._stop is None:
+        if self._thread is None:
             return
         self._stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(self._task, timeout=10)
-        self._task = None
+        # Joined off the test's loop: the emulator must keep serving while kopf stops.
+        await asyncio.to_thread(self._thread.join, 10)
+        assert not self._thread.is_alive(), "kopf did not stop within 10 s"
+        self._thread = None
 
 
 @pytest.fixture()
