@@ -98,3 +98,35 @@ def local_job(tmp_path: Path) -> Iterator[Callable[[JobSpec], LocalJob]]:
     yield make
     for job in jobs:
         job.close()
+
+
+@pytest.fixture
+def etcd_endpoint(tmp_path: Path) -> Iterator[str]:
+    """A real etcd (Debian's etcd-server) with the v2 API torchrun's etcd-v2 backend needs."""
+    import shutil
+
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd (Debian package etcd-server) is not installed")
+    client, peer = free_port(), free_port()
+    process = subprocess.Popen(
+        ["etcd", "--enable-v2=true", "--data-dir", str(tmp_path / "etcd"),
+         "--listen-client-urls", f"http://127.0.0.1:{client}",
+         "--advertise-client-urls", f"http://127.0.0.1:{client}",
+         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{client}/version", timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("etcd did not start within 20 s")
+            time.sleep(0.2)
+    yield f"127.0.0.1:{client}"
+    process.kill()
+    process.wait()

@@ -71,7 +71,7 @@ def test_grown_batch_is_honoured_at_world_2_through_accumulation(
 def test_killed_peer_costs_no_step_rank_0_saves_the_last_completed_one(
     local_job: Callable[[JobSpec], LocalJob],
 ) -> None:
-    job = local_job(small_job(maxSteps=1500))
+    job = local_job(small_job(maxSteps=600))
     job.add(0)  # first, so it hosts the c10d store: with c10d, losing the host ends the job
     job.wait_for("a step at world 1", lambda: len(job.steps(world=1)) >= 1)
     job.add(1)
@@ -84,3 +84,22 @@ def test_killed_peer_costs_no_step_rank_0_saves_the_last_completed_one(
     after_kill = [r for r in restarts(records) if (r.old_world, r.world) == (2, 1)]
     assert len(after_kill) == 1 and after_kill[0].lost_steps == 0
     assert steps_monotonic(records) and records[-1]["kind"] == "done"
+
+
+def test_etcd_rendezvous_survives_losing_the_first_agent(
+    local_job: Callable[[JobSpec], LocalJob], etcd_endpoint: str
+) -> None:
+    spec = small_job(
+        maxSteps=600,
+        rendezvous={"backend": "etcd-v2", "etcdEndpoint": etcd_endpoint, "maxRestarts": 20},
+    )
+    job = local_job(spec)
+    job.add(0)
+    job.wait_for("a step at world 1", lambda: len(job.steps(world=1)) >= 1)
+    job.add(1)
+    job.wait_for("15 steps at world 2", lambda: len(job.steps(world=2)) >= 15)
+    kill_tree(job.agents[0])  # with c10d this agent hosts the store and the job would die
+    assert job.agents[1].wait(timeout=240) == 0, job.logs()
+    records = job.trace()
+    assert records[-1]["kind"] == "done" and steps_monotonic(records)
+    assert all(r.lost_steps == 0 for r in restarts(records))

@@ -6,8 +6,8 @@ all-reduce that carries the loss and the stop flag, so every rank knows the same
 after the same step. Then the policy decides the next B (identical on every rank); a change is
 applied at once through accumulation, checkpointed, and exported as the desired batch, which the
 operator turns into replicas. On a stop (SIGTERM) rank 0 checkpoints the last completed step;
-when a collective fails because a peer left, rank 0 does the same before exiting, so the
-restart at the new world size loses no step.
+when a collective fails because a peer left, every node's first process does the same before
+exiting (rank 0 may be the one that left), so the restart at the new world size loses no step.
 """
 
 from __future__ import annotations
@@ -166,8 +166,8 @@ class Trainer:
             return True
         return self.spec.epochs is not None and self.progress.epoch >= self.spec.epochs
 
-    def save(self, why: str) -> None:
-        if not self.env.is_rank0:
+    def save(self, why: str, survivor: bool = False) -> None:
+        if not (self.env.is_rank0 or survivor):
             return
         payload: dict[str, Any] = {
             "model": self.module.state_dict(),
@@ -253,7 +253,9 @@ class Trainer:
                 if not distributed.is_peer_lost(exc):
                     raise
                 log.warning("a peer left (%s): saving step %d", exc, self.progress.step)
-                self.save("peer lost")
+                # Rank 0 may be the one that left: the first process of every surviving node
+                # saves (all hold the same state; the atomic rename makes the writes race-free).
+                self.save("peer lost", survivor=self.env.local_rank == 0)
                 return Outcome.PEER_LOST
             if outcome is not None:
                 return outcome
