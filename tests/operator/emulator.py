@@ -5,8 +5,9 @@ subclass closes exactly those gaps, in the emulator and not by weakening the ope
 
 0. `/api/v1/namespaces[/<name>]` is parsed as the cluster-scoped resource `namespaces` (kmock's
    path parser takes "namespaces" for the namespace prefix and fails: a 500 on every call);
-1. objects get a name from generateName (kopf's Events), uid, resourceVersion (bumped on every write), generation (bumped on spec
-   changes) and creationTimestamp — kopf's first finalizer JSON-patch needs them;
+1. objects get a name from generateName (kopf's Events), uid, resourceVersion (bumped on every
+   write), generation (bumped on spec changes) and creationTimestamp — kopf's first finalizer
+   JSON-patch needs them;
 2. a JSON-patch `test` failure answers 422 (a conflict kopf retries), not 500;
 3. lists carry kind/apiVersion; `/api/v1` reports groupVersion "v1", not "/v1";
 4. a watch subscribes to the event bus *before* it sends its snapshot, under the same lock
@@ -116,7 +117,8 @@ class Emulator(kmock.KubernetesEmulator):
             if "spec" in request.data and request.subresource is None:
                 meta["generation"] = self._generation(request) + 1
         elif request.action == enums.action.UPDATE and isinstance(request.data, list):
-            request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})
+            bump = {"op": "add", "path": "/metadata/resourceVersion", "value": version}
+            request.data.append(bump)
             if any(str(op.get("path", "")).startswith("/spec") for op in request.data):
                 generation = self._generation(request) + 1
                 request.data.append(
@@ -159,24 +161,28 @@ class Emulator(kmock.KubernetesEmulator):
                 for obj in (o for _, o in self.objects.items())
                 if obj.deleted and obj.history
             }
-            for (resource, namespace, name), obj in list(self.objects.items()):
+            for (resource, _, _), obj in list(self.objects.items()):
                 if obj.deleted:
                     continue
-                owners = {o.get("uid") for o in obj.get("metadata", {}).get("ownerReferences", [])}
+                references = obj.get("metadata", {}).get("ownerReferences", [])
+                owners = {o.get("uid") for o in references}
                 if owners and owners <= gone:
                     obj.delete()
                     event = {"type": "DELETED", "object": obj.last.raw}
                     await self._buses[resource].put(event)
 
-    async def set_status(self, resource: Any, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def set_status(
+        self, resource: Any, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
         """Test hook: what a kubelet would report (e.g. a pod that exited)."""
         key = (kmock.resource(resource) if isinstance(resource, str) else resource, namespace, name)
         async with self._lock:
             obj = self.objects[key]
-            obj.patch({"status": status, "metadata": {"resourceVersion": str(next(self._versions))}})
+            version = str(next(self._versions))
+            obj.patch({"status": status, "metadata": {"resourceVersion": version}})
             await self._buses[key[0]].put({"type": "MODIFIED", "object": obj.raw})
 
-    # --- 2. JSON-patch test failures are conflicts --------------------------------------------------
+    # --- 2. JSON-patch test failures are conflicts ----------------------------------------------
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         if isinstance(exc, jsonpatch.JsonPatchTestFailed | jsonpatch.JsonPatchConflict):
             exc = kmock.KubernetesError(status=422, reason="Invalid", message=str(exc))
@@ -198,7 +204,8 @@ class Emulator(kmock.KubernetesEmulator):
             if request.namespace is not None and namespace != request.namespace:
                 continue
             raw = obj.raw
-            if selector and not selector_matches(selector, raw.get("metadata", {}).get("labels", {})):
+            labels = raw.get("metadata", {}).get("labels", {})
+            if selector and not selector_matches(selector, labels):
                 continue
             found.append(raw)
         return found
@@ -209,7 +216,7 @@ class Emulator(kmock.KubernetesEmulator):
         assert request.resource is not None
         async with self._lock:
             items = self._matching(request)
-        info = self.resources[request.resource] if request.resource in self.resources else None
+        info = self.resources.get(request.resource, None)
         kind = info.kind if info is not None and info.kind else ""
         group, version = request.resource.group, request.resource.version
         return {
@@ -219,7 +226,7 @@ class Emulator(kmock.KubernetesEmulator):
             "items": items,
         }
 
-    # --- 4. 5. watches without a gap, with label selectors -----------------------------------------
+    # --- 4. 5. watches without a gap, with label selectors -------------------------------------
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
         yield b""
         assert request.resource is not None
