@@ -78,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("validate", help="validate job files; exit 2 if any is invalid")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(func=_validate)
+    from crescendo_operator.local.command import add_parser as add_local
+
+    add_local(sub)
     return top
 
 
