@@ -40,8 +40,12 @@ test: setup system-deps lint
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The main job: Fashion-MNIST with AdaBatch on local torchrun agents, scaled by the operator's
+# controller (runs/demo: checkpoints, replica logs, status.json, plot.png). Always a fresh run.
+DEMO_JOB ?= manifests/examples/fashion-adabatch.yaml
 demo: setup system-deps
-	$(PY) -m crescendo_trainer.demo
+	rm -rf runs/demo
+	$(VENV)/bin/crescendo local $(DEMO_JOB) --run-dir runs/demo
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
