@@ -2,7 +2,9 @@
 
 (a) bare: the same torchrun agents, rendezvous settings and command-line builder as the trainer,
     running bench/bare_worker.py (an all-reduce loop, no checkpoint, no model);
-(b) trainer: crescendo_trainer on MNIST-5k.
+(b) trainer: crescendo_trainer on MNIST-5k, agents started and stopped by this script;
+(c) local: the same job under `crescendo local`, rescaled by its controller (pinned with
+    `crescendo local-scale`, the local twin of `kubectl scale`).
 Each goes 1 → 2 → 1 agents. A pause is the time from the last step at the old world size to the
 first step at the new one (both from the run trace); lost steps are the steps completed before a
 restart minus the step it resumed from. Prints a table; --out writes JSON.
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,11 +104,48 @@ def cycle(run_dir: Path, bare: bool) -> dict[str, Any]:
     }
 
 
+def local_cycle(run_dir: Path) -> dict[str, Any]:
+    """1 → 2 → 1 replicas through `crescendo local`, pinned like `kubectl scale`."""
+    spec = job(free_port(), bare=False).model_dump(by_alias=True, exclude_none=True)
+    spec["scaling"] = {"cooldownSeconds": 0}
+    job_file = run_dir.parent / f"{run_dir.name}.yaml"
+    job_file.write_text(json.dumps({"apiVersion": "crescendo.dev/v1alpha1",
+                                    "kind": "AdaptiveBatchJob", "metadata": {"name": "bench"},
+                                    "spec": spec}))
+    paths = LocalPaths(run_dir)
+    cli = [sys.executable, "-m", "crescendo_operator.cli"]
+    controller = subprocess.Popen(
+        [*cli, "local", str(job_file), "--run-dir", str(run_dir), "--max-replicas", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_steps(paths, 1, STEPS_BETWEEN, 0.0, 120)
+        subprocess.run([*cli, "local-scale", str(run_dir), "2"], check=True)
+        wait_steps(paths, 2, STEPS_BETWEEN, 0.0, 120)
+        mark = time.time()
+        subprocess.run([*cli, "local-scale", str(run_dir), "1"], check=True)
+        wait_steps(paths, 1, STEPS_BETWEEN, mark, 120)
+    finally:
+        controller.send_signal(signal.SIGINT)
+        controller.wait(timeout=120)
+    records = read_trace(paths.trace)
+    changes = {(a, b): s for a, b, s in world_changes(records)}
+    return {
+        "up_s": changes[(1, 2)],
+        "down_s": changes[(2, 1)],
+        "lost_steps": sum(r.lost_steps for r in restarts(records)),
+    }
+
+
 def measure(repeats: int, root: Path) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "trainer": []}
+    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "trainer": [], "local": []}
     for i in range(repeats):
         for kind in runs:
-            runs[kind].append(cycle(root / f"{kind}-{i}", bare=kind == "bare"))
+            run_dir = root / f"{kind}-{i}"
+            if kind == "local":
+                runs[kind].append(local_cycle(run_dir))
+            else:
+                runs[kind].append(cycle(run_dir, bare=kind == "bare"))
             print(f"  {kind} cycle {i}: {runs[kind][-1]}", file=sys.stderr)
 
     def median(kind: str, key: str) -> float:
@@ -116,6 +157,9 @@ def measure(repeats: int, root: Path) -> dict[str, Any]:
         "up_pause_s": median("trainer", "up_s"),
         "down_pause_s": median("trainer", "down_s"),
         "lost_steps": sum(r["lost_steps"] for r in runs["trainer"]),
+        "local_up_s": median("local", "up_s"),
+        "local_down_s": median("local", "down_s"),
+        "local_lost_steps": sum(r["lost_steps"] for r in runs["local"]),
         "repeats": repeats,
         "torch": torch.__version__,
         "host": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
@@ -123,17 +167,24 @@ def measure(repeats: int, root: Path) -> dict[str, Any]:
     }
     result["up_ratio"] = result["up_pause_s"] / result["bare_up_s"]
     result["down_ratio"] = result["down_pause_s"] / result["bare_down_s"]
+    result["local_up_ratio"] = result["local_up_s"] / result["bare_up_s"]
+    result["local_down_ratio"] = result["local_down_s"] / result["bare_down_s"]
     return result
 
 
 def table(result: dict[str, Any]) -> str:
+    r = result
     rows = [
-        ("1→2 (join)", result["bare_up_s"], result["up_pause_s"], result["up_ratio"]),
-        ("2→1 (leave)", result["bare_down_s"], result["down_pause_s"], result["down_ratio"]),
+        ("1→2 (join)", r["bare_up_s"], r["up_pause_s"], r["up_ratio"], r["local_up_s"],
+         r["local_up_ratio"]),
+        ("2→1 (leave)", r["bare_down_s"], r["down_pause_s"], r["down_ratio"], r["local_down_s"],
+         r["local_down_ratio"]),
     ]
-    lines = [f"{'rescale':<12} {'bare torchrun s':>16} {'trainer pause s':>16} {'ratio':>7}"]
-    lines += [f"{n:<12} {a:>16.2f} {b:>16.2f} {r:>7.2f}" for n, a, b, r in rows]
-    lines.append(f"lost steps (all trainer rescales): {result['lost_steps']}")
+    lines = [f"{'rescale':<12} {'bare s':>8} {'trainer s':>10} {'ratio':>6} "
+             f"{'local s':>8} {'ratio':>6}"]
+    lines += [f"{n:<12} {a:>8.2f} {b:>10.2f} {x:>6.2f} {c:>8.2f} {y:>6.2f}"
+              for n, a, b, x, c, y in rows]
+    lines.append(f"lost steps: trainer {r['lost_steps']}, local {r['local_lost_steps']}")
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ class Environment:
     metrics_port: int | None
     checkpoint_dir: Path | None
     trace_file: Path | None
+    data_cache: Path  # parsed built-in data sets, reused across restarts
 
     @property
     def is_rank0(self) -> bool:
@@ -87,4 +88,17 @@ def read_environment(env: Mapping[str, str] | None = None) -> Environment:
         metrics_port=_int(env, contract.ENV_METRICS_PORT, 0, minimum=0) if port else None,
         checkpoint_dir=_path(env, contract.ENV_CHECKPOINT_DIR),
         trace_file=_path(env, contract.ENV_TRACE_FILE),
+        data_cache=_data_cache(env),
     )
+
+
+def _data_cache(env: Mapping[str, str]) -> Path:
+    explicit = _path(env, ENV_DATA_CACHE)
+    if explicit is not None:
+        return explicit
+    base = _path(env, "XDG_CACHE_HOME") or Path(env.get("HOME", "/tmp")) / ".cache"
+    return base / "crescendo" / "datasets"
+
+
+# Not part of the operator contract: a user's knob (e.g. a pod volume for the parsed data sets).
+ENV_DATA_CACHE = "CRESCENDO_DATA_CACHE"

@@ -24,7 +24,7 @@ from crescendo_trainer.policies.base import REASON_CODES
 
 # The `_created` series prometheus-client adds to counters are not in the contract, and each is
 # one more series per job for Prometheus to store.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 @dataclass

@@ -63,7 +63,7 @@ class Trainer:
         self.device = distributed.device_for(env)
         self.world = env.world_size
         self.ckpt_dir = env.checkpoint_dir or Path(spec.checkpoint.dir)
-        self.data: TensorDataset = load_dataset(spec.dataset)
+        self.data: TensorDataset = load_dataset(spec.dataset, cache_dir=env.data_cache)
         self.sampler = ElasticSampler(len(self.data.train_y), spec.seed)
         torch.manual_seed(spec.seed)  # the same initial weights on every rank
         self.module = build_model(spec.model, self.data.input_shape, self.data.num_classes)

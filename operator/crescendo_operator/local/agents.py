@@ -58,6 +58,11 @@ class LocalPaths:
     def trace(self) -> Path:
         return self.run_dir / "trace.jsonl"
 
+    @property
+    def manual_replicas(self) -> Path:
+        """A pinned replica count, written by `crescendo local-scale` (kubectl scale's twin)."""
+        return self.run_dir / "manual-replicas"
+
     def log(self, index: int) -> Path:
         return self.run_dir / f"replica-{index}.log"
 

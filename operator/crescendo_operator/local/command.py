@@ -14,6 +14,7 @@ from pathlib import Path
 from crescendo_spec.parse import SpecError
 from rich.console import Console
 
+from crescendo_operator.local.agents import LocalPaths
 from crescendo_operator.local.backend import LocalBackendError
 from crescendo_operator.local.runner import LocalError, LocalOptions, run
 from crescendo_operator.status import phase_of
@@ -36,6 +37,31 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     local.add_argument("--rdzv-port", type=int, help="rendezvous port (default: a free one)")
     local.add_argument("--interval", type=float, default=1.0, help="controller period, seconds")
     local.set_defaults(func=main)
+    scale = sub.add_parser(
+        "local-scale",
+        help="pin the replicas of a running `crescendo local` job (like kubectl scale), or "
+        "'auto' to let the trainers' decisions drive it again",
+    )
+    scale.add_argument("run_dir", type=Path, help="the job's run directory")
+    scale.add_argument("replicas", help="a replica count >= 1, or 'auto'")
+    scale.set_defaults(func=pin)
+
+
+def pin(args: argparse.Namespace) -> int:
+    """Write (or clear) the run directory's pin; the running controller applies it next tick."""
+    paths = LocalPaths(args.run_dir)
+    if not paths.run_dir.is_dir():
+        print(f"crescendo local-scale: {paths.run_dir} is not a run directory", file=sys.stderr)
+        return EXIT_INVALID
+    if args.replicas == "auto":
+        paths.manual_replicas.unlink(missing_ok=True)
+        return 0
+    if not args.replicas.isdigit() or int(args.replicas) < 1:
+        print(f"crescendo local-scale: replicas must be >= 1 or 'auto' (got {args.replicas!r})",
+              file=sys.stderr)
+        return EXIT_INVALID
+    paths.manual_replicas.write_text(f"{int(args.replicas)}\n")
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:

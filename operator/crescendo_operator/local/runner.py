@@ -106,8 +106,9 @@ def prepare(options: LocalOptions) -> tuple[str, JobSpec, LocalPaths]:
         )
     if options.resume and not has_checkpoints:
         raise LocalError(f"--resume: {paths.checkpoints} holds no checkpoint to continue from")
-    if not has_checkpoints and paths.trace.exists():
-        paths.trace.unlink()  # a run that never checkpointed: start its record afresh
+    if not has_checkpoints:  # a new run: no record or pin of an earlier one applies
+        paths.trace.unlink(missing_ok=True)
+        paths.manual_replicas.unlink(missing_ok=True)
     max_replicas = options.max_replicas or os.cpu_count() or 1
     return name, for_this_machine(spec, max_replicas, port), paths
 
@@ -133,6 +134,22 @@ def write_targets(paths: LocalPaths, backend: LocalBackend, name: str) -> None:
     os.replace(tmp, paths.run_dir / "prometheus-targets.json")
 
 
+def manual_replicas(paths: LocalPaths) -> int | None:
+    """The pin `crescendo local-scale` left in the run directory (kubectl scale's local twin)."""
+    try:
+        text = paths.manual_replicas.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def with_pin(spec: JobSpec, manual: int | None) -> JobSpec:
+    if manual == spec.replicas.manual:
+        return spec
+    replicas = spec.replicas.model_copy(update={"manual": manual})
+    return spec.model_copy(update={"replicas": replicas})
+
+
 def samples_per_second(steps: list[dict[str, Any]]) -> float:
     if len(steps) < 2:
         return 0.0
@@ -153,7 +170,8 @@ async def control(
     """The operator's reconcile, every `interval` seconds, until the job ends or `stop` is set."""
     state = JobState(generation=1)
     while True:
-        plan = await reconcile_once(name, NAMESPACE, spec, backend, source, state)
+        pinned = with_pin(spec, manual_replicas(backend.paths))
+        plan = await reconcile_once(name, NAMESPACE, pinned, backend, source, state)
         state = JobState(
             status=plan.status,
             last_scale_time=plan.last_scale_time or state.last_scale_time,
