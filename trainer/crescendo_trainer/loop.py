@@ -34,7 +34,7 @@ from crescendo_trainer.lr import LrRule
 from crescendo_trainer.models import build_model
 from crescendo_trainer.policies import build_policy
 from crescendo_trainer.policies.base import Decision, Signals
-from crescendo_trainer.progress import Progress, Throughput, log_line
+from crescendo_trainer.progress import Progress, Throughput, log_line, log_startup
 from crescendo_trainer.sampler import ElasticSampler
 from crescendo_trainer.signals import StopFlag
 
@@ -63,7 +63,9 @@ class Trainer:
         self.device = distributed.device_for(env)
         self.world = env.world_size
         self.ckpt_dir = env.checkpoint_dir or Path(spec.checkpoint.dir)
+        self.startup: dict[str, float] = {"begin": time.perf_counter()}
         self.data: TensorDataset = load_dataset(spec.dataset, cache_dir=env.data_cache)
+        self.startup["data"] = time.perf_counter()
         self.sampler = ElasticSampler(len(self.data.train_y), spec.seed)
         torch.manual_seed(spec.seed)  # the same initial weights on every rank
         self.module = build_model(spec.model, self.data.input_shape, self.data.num_classes)
@@ -82,6 +84,7 @@ class Trainer:
         self.trace = TraceWriter(env.trace_file, env.is_rank0)
         self.criterion = nn.CrossEntropyLoss(reduction="sum")
         self.resumed_from: Progress | None = None
+        self.startup["model"] = time.perf_counter()
         self._permutation: tuple[int, torch.Tensor] | None = None
 
     # --- set-up -------------------------------------------------------------------------------
@@ -212,6 +215,9 @@ class Trainer:
 
     def after_step(self, result: StepResult, throughput: Throughput) -> None:
         p, m = self.progress, self.metrics
+        if "first step" not in self.startup:
+            self.startup["first step"] = time.perf_counter()
+            log_startup(self.startup)
         if self.resumed_from is not None:
             pause = p.last_step_time - self.resumed_from.last_step_time
             m.rescale_pause.set(pause)
@@ -242,8 +248,11 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------
     def run(self) -> Outcome:
+        self.startup["group"] = time.perf_counter()
         self.restore()
+        self.startup["checkpoint"] = time.perf_counter()
         self.wrap()
+        self.startup["ddp"] = time.perf_counter()
         self.publish_batch()
         throughput = Throughput()
         while not self.budget_reached():

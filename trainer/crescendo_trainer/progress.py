@@ -6,6 +6,7 @@ Logging, not print: rank 0 logs one progress line every N steps.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -62,3 +63,13 @@ def log_line(progress: Progress, loss: float, lr: float, samples_per_s: float) -
         lr,
         samples_per_s,
     )
+
+
+def log_startup(marks: dict[str, float]) -> None:
+    """How long each start-up phase took (perf_counter marks in order): a rescale's pause is
+    mostly start-up, so this says where it went."""
+    items = list(marks.items())
+    phases = ", ".join(
+        f"{name} {end - start:.2f}" for (_, start), (name, end) in itertools.pairwise(items)
+    )
+    log.info("start-up %.2f s: %s", items[-1][1] - items[0][1], phases)
