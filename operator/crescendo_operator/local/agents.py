@@ -116,8 +116,18 @@ def stop_agent(process: subprocess.Popen[bytes], grace_seconds: float = 60.0) ->
         process.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace_seconds)
-    kill([*tree, psutil.Process(process.pid)] if process.poll() is None else tree)
+    kill([*tree, *_alive(process)])
     return process.wait()
+
+
+def _alive(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The agent itself while it still runs (not yet reaped), as a psutil handle."""
+    if process.poll() is not None:
+        return []
+    try:
+        return [psutil.Process(process.pid)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def descendants(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -136,5 +146,5 @@ def kill(processes: list[psutil.Process]) -> None:
 
 def kill_tree(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL the agent and its trainers at once (a pod that vanished)."""
-    kill([*descendants(process), psutil.Process(process.pid)])
+    kill([*descendants(process), *_alive(process)])
     process.wait()
