@@ -30,6 +30,7 @@ def _operator(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"crescendo operator: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    kopf.configure(verbose=args.verbose)  # kopf's log format and levels
     registry = kopf.OperatorRegistry()
     register(registry, cfg)
     asyncio.run(
@@ -73,6 +74,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("operator", help="run the kopf operator (CRESCENDO_* configure it)")
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_operator)
     sub.add_parser("crd", help="print the AdaptiveBatchJob CRD as YAML").set_defaults(func=_crd)
     check = sub.add_parser("validate", help="validate job files; exit 2 if any is invalid")

@@ -196,8 +196,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
         assert runtime.api is not None and runtime.source is not None
         backend = kube.KubeReplicaBackend(runtime.api, name, namespace, spec, uid, observed)
         result = await reconcile_once(name, namespace, spec, backend, runtime.source, state, now)
+        unchanged = result.status == state.status
         _remember(memory, result, now)
-        _write(body, patch, result)
+        _write(body, patch, result, status_changed=not unchanged)
         _record(runtime.metrics, namespace, name, result, started)
 
     @kopf.on.delete(*RESOURCE, registry=registry, id="forget", optional=True)
@@ -220,8 +221,9 @@ def _remember(memory: JobMemory, result: Plan, now: float) -> None:
         memory.last_scale_time = result.last_scale_time
 
 
-def _write(body: kopf.Body, patch: kopf.Patch, result: Plan) -> None:
-    patch.status.update(result.status)
+def _write(body: kopf.Body, patch: kopf.Patch, result: Plan, *, status_changed: bool) -> None:
+    if status_changed:  # a steady job costs no API writes
+        patch.status.update(result.status)
     if result.last_scale_time is not None:
         patch.metadata.annotations[contract.ANNOTATION_LAST_SCALE] = cond.rfc3339(
             result.last_scale_time
