@@ -89,11 +89,13 @@ class Emulator(kmock.KubernetesEmulator):
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None and isinstance(request.data, dict | list):
             self._stamp(request)
+        key = (request.resource, request.namespace, request.name)
+        alive = key in self.objects and not self.objects[key].deleted
         response = await super()._handle(request)
         if request.action == enums.action.CREATE and request.resource == CORE_PODS:
             self.pods_created += 1  # a duplicate raised 409 inside super()._handle
-        if request.action == enums.action.DELETE or request.action == enums.action.UPDATE:
-            await self._collect_garbage()
+        if alive and self.objects[key].deleted:  # deleted now (DELETE, or finalizers removed)
+            await self._collect_garbage(self.objects[key].last.get("metadata", {}).get("uid"))
         return response
 
     def _stamp(self, request: rendering.Request) -> None:
@@ -154,22 +156,21 @@ class Emulator(kmock.KubernetesEmulator):
             ],
         }
 
-    async def _collect_garbage(self) -> None:
-        async with self._lock:
-            gone = {
-                obj.last.get("metadata", {}).get("uid")
-                for obj in (o for _, o in self.objects.items())
-                if obj.deleted and obj.history
-            }
-            for (resource, _, _), obj in list(self.objects.items()):
-                if obj.deleted:
-                    continue
-                references = obj.get("metadata", {}).get("ownerReferences", [])
-                owners = {o.get("uid") for o in references}
-                if owners and owners <= gone:
-                    obj.delete()
-                    event = {"type": "DELETED", "object": obj.last.raw}
-                    await self._buses[resource].put(event)
+    async def _collect_garbage(self, owner_uid: str | None) -> None:
+        """Delete the dependents of a deleted owner (and theirs), as the GC controller does."""
+        gone = {owner_uid} if owner_uid else set()
+        while gone:
+            found: set[str] = set()
+            async with self._lock:
+                for (resource, _, _), obj in list(self.objects.items()):
+                    if obj.deleted:
+                        continue
+                    references = obj.get("metadata", {}).get("ownerReferences", [])
+                    if any(o.get("uid") in gone for o in references):
+                        obj.delete()
+                        found.add(obj.last.get("metadata", {}).get("uid"))
+                        await self._buses[resource].put({"type": "DELETED", "object": obj.last.raw})
+            gone = found
 
     async def set_status(
         self, resource: Any, namespace: str, name: str, status: dict[str, Any]
