@@ -157,7 +157,11 @@ async def run(n_jobs: int, interval: float, sample: int) -> dict[str, Any]:
                 rss = psutil.Process(operator.pid).memory_info().rss
             finally:
                 operator.terminate()
-                operator.wait(timeout=30)
+                try:
+                    operator.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    operator.kill()  # a kopf stop can hang on a busy API server
+                    operator.wait()
     await runner.cleanup()
     buckets = reconcile_buckets(text)
     return {
