@@ -103,3 +103,25 @@ def test_etcd_rendezvous_survives_losing_the_first_agent(
     records = job.trace()
     assert records[-1]["kind"] == "done" and steps_monotonic(records)
     assert all(r.lost_steps == 0 for r in restarts(records))
+
+
+def test_gradient_noise_scale_is_measured_through_the_ddp_hook_at_world_2(
+    local_job: Callable[[JobSpec], LocalJob],
+) -> None:
+    spec = small_job(
+        maxSteps=None, epochs=4, logEverySteps=10,
+        batch={"initial": 32, "max": 256, "perGpuMax": 64, "policy": "gns",
+               "gns": {"cooldownSteps": 20}},
+    )
+    job = local_job(spec)
+    job.add(0)
+    job.wait_for("a step at world 1", lambda: len(job.steps(world=1)) >= 1)
+    job.add(1)
+    assert job.agents[0].wait(timeout=240) == 0, job.logs()
+    records = job.trace()
+    first_at_2 = min(r["step"] for r in job.steps(world=2))
+    noise = [r for r in records if r["kind"] == "measure" and r["name"] == "noise_scale"]
+    at_world_2 = [r["value"] for r in noise if r["step"] > first_at_2]
+    assert at_world_2 and all(v > 0 for v in at_world_2), "no noise scale from the DDP hook"
+    assert {r["code"] for r in records if r["kind"] == "decision"} == {"noise_scale"}
+    assert steps_monotonic(records)

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(spec, env, metrics, stop)
         distributed.join(env, trainer.device, spec.rendezvous.collective_timeout_seconds)
         outcome = trainer.run()
-    except (DatasetError, ModelError) as exc:
+    except (DatasetError, ModelError, SpecError) as exc:
         log.error("%s", exc)
         return EXIT_INVALID
     except CheckpointError as exc:

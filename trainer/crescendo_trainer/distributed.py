@@ -43,15 +43,6 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def broadcast_float(value: float, device: torch.device) -> float:
-    """Rank 0's value on every rank (so measurements taken on rank 0 decide everywhere)."""
-    if not active():
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.broadcast(tensor, src=0)
-    return float(tensor.item())
-
-
 def is_peer_lost(exc: BaseException) -> bool:
     """Whether `exc` is a collective failing because a peer went away (not a bug of ours)."""
     if isinstance(exc, dist.DistError):

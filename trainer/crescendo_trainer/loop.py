@@ -26,14 +26,23 @@ from crescendo_spec.trace import TraceWriter
 from torch import nn
 
 from crescendo_trainer import checkpoint, distributed
+from crescendo_trainer.adversarial.training import AdversarialTraining
 from crescendo_trainer.batching import layout, loss_scale
 from crescendo_trainer.datasets import TensorDataset, load_dataset
 from crescendo_trainer.environment import Environment
 from crescendo_trainer.exporter import TrainerMetrics
 from crescendo_trainer.lr import LrRule
+from crescendo_trainer.measures import GradientNoise, curvature
 from crescendo_trainer.models import build_model
+from crescendo_trainer.optim import Neumann, build_optimizer
 from crescendo_trainer.policies import build_policy
-from crescendo_trainer.policies.base import Decision, Signals
+from crescendo_trainer.policies.base import (
+    HESSIAN_EIGENVALUE,
+    HESSIAN_TRACE,
+    NOISE_SCALE_SIMPLE,
+    Decision,
+    Signals,
+)
 from crescendo_trainer.progress import Progress, Throughput, log_line, log_startup
 from crescendo_trainer.sampler import ElasticSampler
 from crescendo_trainer.signals import StopFlag
@@ -71,14 +80,14 @@ class Trainer:
         self.module = build_model(spec.model, self.data.input_shape, self.data.num_classes)
         self.module.to(self.device)
         self.model: nn.Module = self.module
-        self.optimizer = torch.optim.SGD(
-            self.module.parameters(),
-            lr=spec.learning_rate.base,
-            momentum=spec.optimizer.momentum,
-            weight_decay=spec.optimizer.weight_decay,
-            nesterov=spec.optimizer.nesterov,
+        self.optimizer = build_optimizer(
+            spec.optimizer, self.module.parameters(), spec.learning_rate.base
         )
-        self.policy = build_policy(spec.batch)
+        self.policy = build_policy(spec.batch, epochs=spec.epochs, adversarial=spec.adversarial)
+        self.adversarial = AdversarialTraining(
+            spec.adversarial, self.policy, block=spec.batch.initial, seed=spec.seed
+        )
+        self.noise = GradientNoise(self.policy)
         self.lr_rule = LrRule.from_spec(spec.learning_rate, spec.batch.initial)
         self.progress = Progress(global_batch=spec.batch.initial, world_size=self.world)
         self.trace = TraceWriter(env.trace_file, env.is_rank0)
@@ -121,7 +130,9 @@ class Trainer:
     def wrap(self) -> None:
         if distributed.active():
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+            ddp = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+            self.noise.attach(ddp)
+            self.model = ddp
 
     # --- one step -----------------------------------------------------------------------------
     def learning_rate(self) -> float:
@@ -136,16 +147,23 @@ class Trainer:
         scale = loss_scale(p.global_batch, self.world)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
+        if isinstance(self.optimizer, Neumann):
+            self.optimizer.set_epoch(p.epoch)
+        ratio = self.adversarial.ratio(p.global_batch, p.epoch)
+        self.metrics.adversarial_ratio.set(ratio)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), dtype=torch.float64)
         for i, index in enumerate(chunks):
             x = self.data.train_x[index].to(self.device, non_blocking=True)
             y = self.data.train_y[index].to(self.device, non_blocking=True)
+            x = self.adversarial.apply(self.module, x, y, ratio, p.step, self.data.num_classes)
             with distributed.no_sync_unless(i == len(chunks) - 1, self.model):
                 loss = self.criterion(self.model(x), y)
                 (loss * scale).backward()
             loss_sum += loss.detach().double().cpu()
+        params = list(self.module.parameters())
+        self.noise.observe(params, plan.share(self.env.rank), p.global_batch)
         self.optimizer.step()
         p.step += 1
         p.position += p.global_batch
@@ -185,9 +203,15 @@ class Trainer:
         log.info("checkpoint %s (%s)", path.name, why)
         self.trace.write("checkpoint", step=self.progress.step, why=why)
 
-    @torch.no_grad()
     def evaluate(self) -> float:
-        """Test accuracy, each rank scoring its stripe of the test set."""
+        """Test accuracy of the exported weights (Neumann's w − μm), each rank scoring a stripe."""
+        if isinstance(self.optimizer, Neumann):
+            with self.optimizer.exported_weights():
+                return self._accuracy()
+        return self._accuracy()
+
+    @torch.no_grad()
+    def _accuracy(self) -> float:
         self.module.eval()
         xs = self.data.test_x[self.env.rank :: self.world]
         ys = self.data.test_y[self.env.rank :: self.world]
@@ -199,11 +223,27 @@ class Trainer:
         totals = distributed.all_reduce_sum(torch.stack([correct, torch.tensor(float(len(ys)))]))
         return float(totals[0] / totals[1])
 
+    def measure(self, epoch_end: bool) -> dict[str, float]:
+        """What the policy asks for at this check point (the same on every rank)."""
+        p = self.progress
+        wanted = self.policy.measurements(p.step, p.epoch, epoch_end)
+        measured: dict[str, float] = {}
+        if HESSIAN_EIGENVALUE in wanted:
+            data, settings = self.data, self.spec.batch.absa
+            measured = curvature(self.module, data.train_x, data.train_y, settings,
+                                 seed=self.spec.seed, epoch=p.epoch)
+            self.metrics.hessian_trace.set(measured[HESSIAN_TRACE])
+        for name, value in measured.items():
+            self.trace.write("measure", step=p.step, name=name, value=value)
+        return measured
+
     def decide(self, result: StepResult, epoch_end: bool) -> Decision:
         p = self.progress
-        signals = Signals(p.step, p.epoch, epoch_end, p.global_batch, result.loss, {})
+        measured = self.measure(epoch_end)
+        signals = Signals(p.step, p.epoch, epoch_end, p.global_batch, result.loss, measured)
         decision = self.policy.decide(signals)
         self.metrics.decisions[decision.code].inc()
+        self.publish_policy_metrics()
         if decision.changed and decision.global_batch != p.global_batch:
             log.info("batch decision at step %d: %s", p.step, decision.reason)
             self.trace.write(
@@ -240,6 +280,16 @@ class Trainer:
         )
         if self.env.is_rank0 and p.step % self.spec.log_every_steps == 0:
             log_line(p, result.loss, self.learning_rate(), throughput.take())
+
+    def publish_policy_metrics(self) -> None:
+        values = self.policy.metrics()
+        if HESSIAN_EIGENVALUE in values:
+            self.metrics.hessian_eigenvalue.set(values[HESSIAN_EIGENVALUE])
+        if NOISE_SCALE_SIMPLE in values:
+            self.metrics.noise_scale.set(values[NOISE_SCALE_SIMPLE])
+            if self.progress.step % self.spec.log_every_steps == 0:
+                self.trace.write("measure", step=self.progress.step, name=NOISE_SCALE_SIMPLE,
+                                 value=values[NOISE_SCALE_SIMPLE])
 
     def publish_batch(self) -> None:
         self.metrics.global_batch.set(self.progress.global_batch)

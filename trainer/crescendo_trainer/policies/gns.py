@@ -140,6 +140,13 @@ class GnsCommHook:
         )
 
 
+# DDP accepts a hook only if its annotations are absent or exactly dist.GradBucket and
+# Future[Tensor]; under `from __future__ import annotations` they are strings, so the objects
+# are put there instead.
+GnsCommHook.hook.__annotations__["bucket"] = torch.distributed.GradBucket  # type: ignore[attr-defined]
+GnsCommHook.hook.__annotations__["return"] = torch.futures.Future[torch.Tensor]
+
+
 class GnsPolicy(BatchSizePolicy):
     """Grow B to the largest B·factorᵏ ≤ B_simple when the predicted gain is ≥ minGain."""
 
