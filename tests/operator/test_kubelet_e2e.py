@@ -32,7 +32,8 @@ async def test_job_grows_from_one_pod_to_two_on_a_trainer_decision_and_succeeds(
 ) -> None:
     from crescendo_operator.local.agents import free_port
 
-    spec = {**GROWING, "rendezvous": {**GROWING["rendezvous"], "port": free_port()}}
+    spec = {**GROWING, "rendezvous": {**GROWING["rendezvous"], "port": free_port()},
+            "metrics": {"port": free_port()}}
     cluster.emulator.node_capacity = 0  # the emulator's stand-in places nothing: ours runs pods
     kubelet = Kubelet(cluster, "tiny", tmp_path)
     kubelet.start()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,52 +12,20 @@ from crescendo_operator.metrics_source import PrometheusSource, ScrapeTarget
 
 from tests.operator.conftest import Cluster, OperatorRunner, eventually, job_manifest
 from tests.operator.fake_trainer import FakeTrainer
+from tests.prometheus_server import needs_prometheus, prometheus_server
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-pytestmark = [
-    pytest.mark.prometheus,
-    pytest.mark.skipif(not Path(PROMETHEUS).exists(),
-                       reason="Debian's prometheus binary is not installed (apt-get install "
-                              "prometheus; `make system-deps` does it)"),
-]
+pytestmark = needs_prometheus
 SCRAPE_INTERVAL = 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture()
 def prometheus(trainer: FakeTrainer, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
+    scrape = (
         "  - job_name: fake-trainer\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{trainer.port}']}}]\n"
     )
-    process = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+    with prometheus_server(tmp_path, scrape) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 async def _first_sample(url: str) -> float | None:
