@@ -119,10 +119,16 @@ def parse_exposition(text: str, target: ScrapeTarget, scraped_at: float) -> dict
 
 
 class DirectScrapeSource:
-    """Reads decisions from every replica's /metrics (no Prometheus configured)."""
+    """Reads decisions from every replica's /metrics (no Prometheus configured).
+
+    Like Prometheus, it remembers each job's newest samples for `window_seconds`: while the
+    trainers restart for a rescale their /metrics is briefly gone, and that gap is no reason to
+    call the decision stale (check_decision still judges the remembered sample by its age).
+    """
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
+        self._last: dict[tuple[str, str], dict[str, Sample]] = {}
 
     async def _scrape(self, endpoint: str, target: ScrapeTarget) -> dict[str, list[Sample]]:
         try:
@@ -145,4 +151,16 @@ class DirectScrapeSource:
         for page in pages:
             for name, found in page.items():
                 merged[name].extend(found)
-        return reading_from(merged)
+        remembered = self._last.setdefault((target.namespace, target.job), {})
+        oldest = time.time() - target.window_seconds
+        for name, sample in list(remembered.items()):
+            if sample.timestamp >= oldest:
+                merged[name].append(sample)
+            else:
+                del remembered[name]
+        reading = reading_from(merged)
+        for name, field in FIELDS.items():
+            sample = getattr(reading, field)
+            if sample is not None:
+                remembered[name] = sample
+        return reading
