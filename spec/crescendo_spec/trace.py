@@ -3,7 +3,8 @@
 Part of the contract (docs/contract.md): the trainer's global rank 0 appends to the file named by
 CRESCENDO_TRACE_FILE; `crescendo local`, the tests and bench/rescale.py read it. Records are
 {"kind": ..., "time": unix seconds, ...}; kinds: step (step, epoch, world, batch, accumulation,
-loss, lr, seconds), resume (step, old_world, world), pause (step, seconds, old_world, world),
+loss, lr, seconds; a step completed just before a peer was lost has loss null and
+"unreported": true), resume (step, old_world, world), pause (step, seconds, old_world, world),
 decision (step, old, new, code, reason), checkpoint (step, why), eval (step, epoch, accuracy),
 stop (step, signal), done (step, accuracy).
 """

@@ -95,6 +95,7 @@ class Trainer:
         self.resumed_from: Progress | None = None
         self.startup["model"] = time.perf_counter()
         self._permutation: tuple[int, torch.Tensor] | None = None
+        self.traced_step = 0  # the last step written to the trace
 
     # --- set-up -------------------------------------------------------------------------------
     def restore(self) -> None:
@@ -273,6 +274,7 @@ class Trainer:
         m.learning_rate.set(self.learning_rate())
         m.step_duration.set(result.seconds)
         m.samples.inc(p.global_batch)
+        self.traced_step = p.step
         self.trace.write(
             "step", step=p.step, epoch=p.epoch, world=self.world, batch=p.global_batch,
             accumulation=result.accumulation, loss=result.loss, lr=self.learning_rate(),
@@ -280,6 +282,15 @@ class Trainer:
         )
         if self.env.is_rank0 and p.step % self.spec.log_every_steps == 0:
             log_line(p, result.loss, self.learning_rate(), throughput.take())
+
+    def record_unreported_step(self) -> None:
+        """A step whose update was applied when the collective after it failed: it is complete
+        (and checkpointed), but its loss was never agreed, so it is traced without one."""
+        p = self.progress
+        if p.step > self.traced_step:
+            self.trace.write("step", step=p.step, epoch=p.epoch, world=self.world,
+                             batch=p.global_batch, loss=None, unreported=True)
+            self.traced_step = p.step
 
     def publish_policy_metrics(self) -> None:
         values = self.policy.metrics()
@@ -312,6 +323,7 @@ class Trainer:
                 if not distributed.is_peer_lost(exc):
                     raise
                 log.warning("a peer left (%s): saving step %d", exc, self.progress.step)
+                self.record_unreported_step()
                 # Rank 0 may be the one that left: the first process of every surviving node
                 # saves (all hold the same state; the atomic rename makes the writes race-free).
                 self.save("peer lost", survivor=self.env.local_rank == 0)

@@ -85,7 +85,8 @@ def plot(records: list[dict[str, Any]], path: Path, procs_per_replica: int) -> P
     twin.step(x, [r["world"] / procs_per_replica for r in steps], where="post", color="tab:red",
               label="replicas")
     twin.set_ylabel("replicas", color="tab:red")
-    axes[1].plot(x, [r["loss"] for r in steps], linewidth=0.8)
+    losses = [r for r in steps if r.get("loss") is not None]  # a peer-lost step has none
+    axes[1].plot([r["step"] for r in losses], [r["loss"] for r in losses], linewidth=0.8)
     axes[1].set_ylabel("training loss")
     axes[1].set_yscale("log")
     axes[2].plot([r["step"] for r in evals], [r["accuracy"] for r in evals], marker="o")
