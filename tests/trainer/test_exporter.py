@@ -46,3 +46,11 @@ def test_promtool_finds_no_naming_problem() -> None:
         ["promtool", "check", "metrics"], input=exposition(), capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_batch_sample_before_the_trainer_knows_its_batch() -> None:
+    metrics = TrainerMetrics("mnist", "team")
+    fresh = generate_latest(metrics.registry).decode()
+    assert f"{contract.METRIC_DESIRED_BATCH}{{" not in fresh, "a 0 the operator must reject"
+    metrics.desired_batch.set(128)
+    assert f"{contract.METRIC_DESIRED_BATCH}{{" in generate_latest(metrics.registry).decode()

@@ -27,6 +27,17 @@ from crescendo_trainer.policies.base import REASON_CODES
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
+class _Unset:
+    """A gauge whose series appears only once it is set: a trainer that has not restored its
+    state yet exports no batch size at all, rather than a 0 the operator would have to reject."""
+
+    def __init__(self, parent: Gauge, values: tuple[str, str]) -> None:
+        self._parent, self._values = parent, values
+
+    def set(self, value: float) -> None:
+        self._parent.labels(*self._values).set(value)
+
+
 @dataclass
 class TrainerMetrics:
     job: str
@@ -38,8 +49,8 @@ class TrainerMetrics:
         labels = list(contract.TRAINER_LABELS)
         values = (self.job, self.namespace)
 
-        def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(name, doc, labels, registry=self.registry).labels(*values)
+        def gauge(name: str, doc: str) -> _Unset:
+            return _Unset(Gauge(name, doc, labels, registry=self.registry), values)
 
         self.global_batch = gauge(contract.METRIC_GLOBAL_BATCH, "Global batch size in use.")
         self.desired_batch = gauge(
