@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import time
 import urllib.request
@@ -85,6 +86,23 @@ class LocalJob:
     def close(self) -> None:
         for agent in self.agents.values():
             stop_agent(agent, grace_seconds=10)
+
+
+_module_numbers = itertools.count()
+
+
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], str]:
+    """Write a module on sys.path (a user's `module:function`); return its name, unique so that
+    no earlier import or cache entry is reused."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(source: str) -> str:
+        name = f"crescendo_user_module_{next(_module_numbers)}"
+        (tmp_path / f"{name}.py").write_text(source)
+        return name
+
+    return write
 
 
 @pytest.fixture

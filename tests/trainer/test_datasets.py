@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,21 +16,6 @@ from crescendo_trainer.datasets import (
     TensorDataset,
     load_dataset,
 )
-
-_module_numbers = itertools.count()
-
-
-@pytest.fixture
-def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], str]:
-    """Write a module on sys.path; return its name, unique so neither import nor cache reuse it."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def write(source: str) -> str:
-        name = f"crescendo_user_data_{next(_module_numbers)}"
-        (tmp_path / f"{name}.py").write_text(source)
-        return name
-
-    return write
 
 
 def _check_contract(data: TensorDataset) -> None:

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import torch
 from crescendo_trainer.datasets import load_dataset
 from crescendo_trainer.models import ModelError, build_model
 from torch import nn
-
-_module_numbers = itertools.count()
-
-
-@pytest.fixture
-def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], str]:
-    """Write a module on sys.path; return its name, unique so no earlier import is reused."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def write(source: str) -> str:
-        name = f"crescendo_user_model_{next(_module_numbers)}"
-        (tmp_path / f"{name}.py").write_text(source)
-        return name
-
-    return write
 
 
 @pytest.mark.parametrize("ref", ["cnn", "mlp"])
