@@ -82,4 +82,3 @@ POD_LABEL_JOB: Final = GROUP + "/job"
 POD_LABEL_REPLICA: Final = GROUP + "/replica-index"
 POD_LABEL_ROLE: Final = GROUP + "/role"  # "worker"
 ANNOTATION_LAST_SCALE: Final = GROUP + "/last-scale-time"  # RFC 3339, restart-safe cooldown
-ANNOTATION_MANUAL_REPLICAS: Final = GROUP + "/manual-replicas"

@@ -55,14 +55,15 @@ class Replicas(_Spec):
 
 
 class AdaBatchSettings(_Spec):
-    """AdaBatch (arXiv 1712.02029): multiply B by `factor` every `resizeEveryEpochs`."""
+    """AdaBatch (arXiv 1712.02029): multiply B by `factor` every `resizeEveryEpochs`.
+
+    The paper's LR rule needs no field here (one way to set the LR): with learningRate.scaling
+    linear the LR grows by β with B, and its γ (the fixed-batch schedule's decay at a resize) is
+    learningRate.decayEpochs/decayFactor; its warm-up is learningRate.warmupSteps.
+    """
 
     factor: int = Field(2, ge=2, le=16, description="β: batch multiplier at each resize.")
     resize_every_epochs: int = Field(20, ge=1, le=10_000, description="Epochs between resizes.")
-    lr_decay: float = Field(
-        1.0, gt=0.0, le=1.0, description="γ: decay the fixed-batch schedule applies at a resize."
-    )
-    warmup_epochs: int = Field(0, ge=0, le=1_000, description="Linear LR warm-up epochs.")
 
 
 class AbsaSettings(_Spec):

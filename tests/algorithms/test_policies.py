@@ -146,7 +146,7 @@ def test_absa_state_dict_round_trip_continues_identically() -> None:
 # --- AdaBatch ------------------------------------------------------------------------------------
 
 
-CIFAR = AdaBatchSettings(factor=2, resize_every_epochs=20, lr_decay=0.375)
+CIFAR = AdaBatchSettings(factor=2, resize_every_epochs=20)
 
 
 def test_adabatch_update_counts_cifar_shaped_schedule() -> None:
