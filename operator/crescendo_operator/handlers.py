@@ -46,7 +46,16 @@ class Runtime:
     api: kube.KubeApi | None = None
     connection: kopf.ConnectionInfo | None = None  # the newest login, shared with kube.KubeApi
     http: httpx.AsyncClient | None = None
-    source: DecisionSource | None = None
+    prometheus: DecisionSource | None = None  # None when CRESCENDO_PROMETHEUS_URL is unset
+    direct: DecisionSource | None = None
+
+    def source_for(self, spec: JobSpec) -> DecisionSource:
+        """The job's `scaling.metricsSource`; without a configured Prometheus every job is read
+        by scraping its pods (DESIGN.md §4: the fallback when no Prometheus is configured)."""
+        if spec.scaling.metrics_source == "prometheus" and self.prometheus is not None:
+            return self.prometheus
+        assert self.direct is not None, "the start-up handler has not run"
+        return self.direct
 
 
 @dataclass
@@ -112,9 +121,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
         runtime.api = kube.KubeApi(lambda: runtime.connection, config.http_timeout_seconds * 5)
         runtime.http = httpx.AsyncClient(timeout=config.http_timeout_seconds)
         if config.prometheus_url:
-            runtime.source = PrometheusSource(config.prometheus_url, runtime.http)
-        else:
-            runtime.source = DirectScrapeSource(runtime.http)
+            runtime.prometheus = PrometheusSource(config.prometheus_url, runtime.http)
+        runtime.direct = DirectScrapeSource(runtime.http)
         if config.metrics_port:
             runtime.metrics.serve(config.metrics_port)
 
@@ -193,9 +201,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
         )
         pods: kopf.Index[tuple[str, str], Replica] = kwargs["worker_pods"]  # the index above
         observed = memory.observed(pods.get((namespace, name), []), now)
-        assert runtime.api is not None and runtime.source is not None
+        assert runtime.api is not None
         backend = kube.KubeReplicaBackend(runtime.api, name, namespace, spec, uid, observed)
-        result = await reconcile_once(name, namespace, spec, backend, runtime.source, state, now)
+        source = runtime.source_for(spec)
+        result = await reconcile_once(name, namespace, spec, backend, source, state, now)
         unchanged = result.status == state.status
         _remember(memory, result, now)
         _write(body, patch, result, status_changed=not unchanged)

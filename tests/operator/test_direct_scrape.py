@@ -23,3 +23,21 @@ async def test_decision_survives_the_trainers_restart_gap_then_ages_out() -> Non
     assert gap.desired_batch == live.desired_batch, "the remembered sample keeps its own time"
     assert aged.desired_batch is None, "older than the window: forgotten"
     assert other.desired_batch is None, "another job's memory is its own"
+
+
+def test_each_job_is_read_from_its_metrics_source_prometheus_only_where_configured() -> None:
+    from crescendo_operator.config import OperatorConfig
+    from crescendo_operator.handlers import Runtime
+    from crescendo_operator.metrics_source import PrometheusSource
+    from crescendo_operator.opmetrics import OperatorMetrics
+    from crescendo_spec import parse_spec
+
+    client = httpx.AsyncClient()
+    runtime = Runtime(OperatorConfig(metrics_port=0), OperatorMetrics())
+    runtime.direct = DirectScrapeSource(client)
+    via_prometheus = parse_spec({"epochs": 1, "scaling": {"metricsSource": "prometheus"}})
+    direct = parse_spec({"epochs": 1, "scaling": {"metricsSource": "direct"}})
+    assert runtime.source_for(via_prometheus) is runtime.direct, "no Prometheus configured"
+    runtime.prometheus = PrometheusSource("http://prometheus:9090", client)
+    assert runtime.source_for(via_prometheus) is runtime.prometheus
+    assert runtime.source_for(direct) is runtime.direct
