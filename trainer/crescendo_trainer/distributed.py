@@ -49,11 +49,8 @@ def is_peer_lost(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     markers = ("connection closed", "connection reset", "broken pipe", "timed out", "gloo")
-    return isinstance(exc, RuntimeError) and active_or_was() and any(m in text for m in markers)
-
-
-def active_or_was() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    in_group = dist.is_available() and dist.is_initialized()
+    return isinstance(exc, RuntimeError) and in_group and any(m in text for m in markers)
 
 
 @contextlib.contextmanager

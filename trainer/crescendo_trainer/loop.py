@@ -264,8 +264,6 @@ class Trainer:
             m.rescale_pause.set(pause)
             self.trace.write("pause", step=p.step, seconds=pause,
                              old_world=self.resumed_from.world_size, world=self.world)
-            if self.resumed_from.world_size != self.world:
-                p.rescales += 1
             self.resumed_from = None
         throughput.add(p.global_batch)
         m.step.set(p.step)

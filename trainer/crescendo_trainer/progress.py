@@ -24,7 +24,6 @@ class Progress:
     samples_seen: int = 0
     world_size: int = 1  # world size of the last completed step
     last_step_time: float = 0.0  # wall clock of the last completed step (pause measurement)
-    rescales: int = 0
     accuracy: float | None = None
 
     def state_dict(self) -> dict[str, Any]:

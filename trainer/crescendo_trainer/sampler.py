@@ -31,9 +31,6 @@ class ElasticSampler:
         """Whether the epoch still holds a full step of `global_batch` samples."""
         return position + global_batch <= self.dataset_size
 
-    def steps_left(self, position: int, global_batch: int) -> int:
-        return max(0, (self.dataset_size - position) // global_batch)
-
     def micro_batches(
         self, permutation: torch.Tensor, position: int, layout: Layout, rank: int
     ) -> list[torch.Tensor]:
