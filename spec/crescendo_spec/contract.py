@@ -54,6 +54,11 @@ METRIC_NOISE_SCALE: Final = PREFIX + "gradient_noise_scale"
 METRIC_ADVERSARIAL_RATIO: Final = PREFIX + "adversarial_ratio"
 METRIC_DECISION: Final = PREFIX + "batch_decisions"  # counter by `reason`: ..._total
 METRIC_BUDGET_DONE: Final = PREFIX + "budget_reached"  # 1 once the step/epoch budget is done
+# torchrun's TORCHELASTIC_RESTART_COUNT: worker-group restarts after failures, by this pod's agent
+METRIC_WORKER_RESTARTS: Final = PREFIX + "worker_restarts"
+# A counter (..._lost_steps_total) carried in the checkpoint: steps done, then redone after a
+# restart because the checkpoint resumed from did not hold them.
+METRIC_LOST_STEPS: Final = PREFIX + "lost_steps"
 
 TRAINER_METRICS: Final = (
     METRIC_GLOBAL_BATCH,
@@ -74,6 +79,39 @@ TRAINER_METRICS: Final = (
     METRIC_ADVERSARIAL_RATIO,
     METRIC_DECISION,
     METRIC_BUDGET_DONE,
+    METRIC_WORKER_RESTARTS,
+    METRIC_LOST_STEPS,
+)
+
+# --- metrics the operator exports on its own /metrics --------------------------------------------
+# The job_* series are per AdaptiveBatchJob and carry the trainer's two labels, so one dashboard
+# selector serves both; the others are the operator's own health.
+OPERATOR_PREFIX: Final = "crescendo_operator_"
+METRIC_OP_RECONCILE: Final = OPERATOR_PREFIX + "reconcile_duration_seconds"  # histogram
+METRIC_OP_RESCALES: Final = OPERATOR_PREFIX + "rescales"  # counter by `direction`: ..._total
+METRIC_OP_REACTION: Final = OPERATOR_PREFIX + "decision_to_pods_created_seconds"  # histogram
+METRIC_OP_JOBS: Final = OPERATOR_PREFIX + "jobs"  # gauge by `phase`
+METRIC_JOB_REPLICAS: Final = OPERATOR_PREFIX + "job_replicas"  # worker pods not terminating
+METRIC_JOB_READY: Final = OPERATOR_PREFIX + "job_ready_replicas"
+METRIC_JOB_DESIRED: Final = OPERATOR_PREFIX + "job_desired_replicas"  # the scaling target
+METRIC_JOB_UNSCHEDULABLE: Final = OPERATOR_PREFIX + "job_unschedulable_replicas"
+METRIC_JOB_RESTARTS: Final = OPERATOR_PREFIX + "job_container_restarts"  # status.restarts
+METRIC_JOB_RESCALES: Final = OPERATOR_PREFIX + "job_rescales"  # status.rescales
+METRIC_JOB_CONDITION: Final = OPERATOR_PREFIX + "job_condition"  # 1/0 by `condition` (type)
+LABEL_CONDITION: Final = "condition"
+
+OPERATOR_METRICS: Final = (
+    METRIC_OP_RECONCILE,
+    METRIC_OP_RESCALES,
+    METRIC_OP_REACTION,
+    METRIC_OP_JOBS,
+    METRIC_JOB_REPLICAS,
+    METRIC_JOB_READY,
+    METRIC_JOB_DESIRED,
+    METRIC_JOB_UNSCHEDULABLE,
+    METRIC_JOB_RESTARTS,
+    METRIC_JOB_RESCALES,
+    METRIC_JOB_CONDITION,
 )
 
 # --- labels and annotations on the operator's children ------------------------------------------
