@@ -27,7 +27,7 @@ from crescendo_operator import kube
 from crescendo_operator.config import OperatorConfig
 from crescendo_operator.controller import DecisionSource, JobState, Plan, reconcile_once
 from crescendo_operator.metrics_source import DirectScrapeSource, PrometheusSource
-from crescendo_operator.opmetrics import OperatorMetrics
+from crescendo_operator.opmetrics import OperatorMetrics, job_conditions, job_series
 from crescendo_operator.scaling import Replica
 from crescendo_operator.status import invalid_spec_status, replica_from_pod
 
@@ -209,10 +209,17 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
         _remember(memory, result, now)
         _write(body, patch, result, status_changed=not unchanged)
         _record(runtime.metrics, namespace, name, result, started)
+        unschedulable = sum(1 for r in observed if not r.scheduled and not r.terminating)
+        runtime.metrics.job(
+            namespace,
+            name,
+            job_series(result.status, result.decision.target, unschedulable),
+            job_conditions(result.status.get("conditions") or []),
+        )
 
     @kopf.on.delete(*RESOURCE, registry=registry, id="forget", optional=True)
     def forget(name: str, namespace: str | None, **_: Any) -> None:
-        # Children go by ownerReferences (garbage collection); only our gauge needs updating.
+        # Children go by ownerReferences (garbage collection); only our gauges need updating.
         runtime.metrics.job_phase(namespace or "", name, None)
 
     return runtime

@@ -18,7 +18,7 @@ import kmock
 import kopf
 import pytest
 from crescendo_operator.config import OperatorConfig
-from crescendo_operator.handlers import register
+from crescendo_operator.handlers import Runtime, register
 from crescendo_spec.crd import GROUP, PLURAL, VERSION
 
 from tests.operator.emulator import Emulator
@@ -152,6 +152,7 @@ class OperatorRunner:
         self.url = url
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.runtime: Runtime | None = None  # the running operator's clients and metrics
 
     def start(self, interval: float = 0.3, prometheus_url: str | None = None) -> None:
         config = OperatorConfig(
@@ -159,7 +160,7 @@ class OperatorRunner:
             metrics_port=0, kube_url=self.url, http_timeout_seconds=1.0,
         )
         registry = kopf.OperatorRegistry()
-        register(registry, config)
+        self.runtime = register(registry, config)
         settings = kopf.OperatorSettings()
         settings.peering.standalone = True
         settings.watching.server_timeout = 10

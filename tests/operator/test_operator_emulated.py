@@ -71,6 +71,43 @@ async def test_raised_decision_adds_pods_within_one_interval_plus_a_second(
     assert contract.ANNOTATION_LAST_SCALE in job["metadata"]["annotations"]
 
 
+async def test_operator_metrics_follow_the_job_and_vanish_with_it(
+    cluster: Cluster, operator: OperatorRunner, trainer: FakeTrainer
+) -> None:
+    await _start(cluster, operator, trainer)
+    assert operator.runtime is not None
+    registry = operator.runtime.metrics.registry
+    labels = {contract.LABEL_NAMESPACE: "default", contract.LABEL_JOB: "digits"}
+
+    def sample(name: str, **extra: str) -> float | None:
+        return registry.get_sample_value(name, {**labels, **extra})
+
+    async def settled(replicas: float, ready: float) -> bool:
+        return (sample(contract.METRIC_JOB_REPLICAS), sample(contract.METRIC_JOB_READY)) == (
+            replicas, ready)
+
+    await eventually(lambda: settled(2, 2))
+    assert sample(contract.METRIC_JOB_CONDITION, condition="Running") == 1
+    assert sample(contract.METRIC_JOB_CONDITION, condition="MetricsStale") == 0
+    trainer.set(desired=128)
+    await eventually(lambda: settled(4, 4))
+    assert sample(contract.METRIC_JOB_DESIRED) == 4
+    assert sample(contract.METRIC_JOB_RESCALES) == 1
+    assert registry.get_sample_value(contract.METRIC_OP_RESCALES + "_total",
+                                     {"direction": "up"}) == 1
+    trainer.set(desired=float("nan"))
+    await eventually(lambda: _condition(cluster, "MetricsStale"))
+    await eventually(lambda: _true(sample(contract.METRIC_JOB_CONDITION,
+                                          condition="MetricsStale") == 1))
+    await cluster.delete_job()
+    await eventually(lambda: _true(sample(contract.METRIC_JOB_REPLICAS) is None))
+    assert sample(contract.METRIC_JOB_CONDITION, condition="Running") is None
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def _rescales(cluster: Cluster, count: int) -> dict[str, Any] | None:
     job = await cluster.job()
     return job if job.get("status", {}).get("rescales") == count else None
