@@ -117,6 +117,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         # One operator replica (the chart runs one): no peering resource needed.
         settings.peering.standalone = True
+        # No watch on CRDs or Namespaces: they would need cluster-wide list/watch even when the
+        # operator serves a few namespaces (least privilege, charts/crescendo RBAC). The CRD is
+        # installed before the operator starts, and the namespaces are given by exact name.
+        settings.scanning.disabled = True
         settings.posting.level = logging.INFO
         runtime.api = kube.KubeApi(lambda: runtime.connection, config.http_timeout_seconds * 5)
         runtime.http = httpx.AsyncClient(timeout=config.http_timeout_seconds)

@@ -154,7 +154,13 @@ class OperatorRunner:
         self._stop = threading.Event()
         self.runtime: Runtime | None = None  # the running operator's clients and metrics
 
-    def start(self, interval: float = 0.3, prometheus_url: str | None = None) -> None:
+    def start(
+        self,
+        interval: float = 0.3,
+        prometheus_url: str | None = None,
+        namespaces: tuple[str, ...] | None = ("default",),
+    ) -> None:
+        """Run the operator on `namespaces`, or on the whole cluster when that is None."""
         config = OperatorConfig(
             prometheus_url=prometheus_url, scrape_interval_seconds=interval,
             metrics_port=0, kube_url=self.url, http_timeout_seconds=1.0,
@@ -173,8 +179,8 @@ class OperatorRunner:
         stop = self._stop
         self._thread = threading.Thread(
             target=lambda: asyncio.run(kopf.operator(
-                registry=registry, settings=settings, clusterwide=False,
-                namespaces=["default"], standalone=True, stop_flag=stop,
+                registry=registry, settings=settings, clusterwide=namespaces is None,
+                namespaces=list(namespaces or ()), standalone=True, stop_flag=stop,
             )),
             name="kopf", daemon=True,
         )
