@@ -195,3 +195,73 @@ def test_tiny_schema_sections_rules_and_header() -> None:
 
 def test_undocumented_lists_fields_without_description() -> None:
     assert undocumented(TINY_SPEC) == ["ratio", "tags", "name", "extra"]
+
+
+# --- the hand-written guides name only fields that exist -----------------------------------------
+
+GUIDES = ("docs/install.md", "docs/usage.md", "docs/troubleshooting.md")
+
+
+def _resolves(path: str, schema: dict[str, Any]) -> bool:
+    node = schema
+    for part in path.split("."):
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            return True  # a free-form map (template, checkpoint.volume): any key below is fine
+        if part == "*" and "properties" in node:
+            return True
+        if part not in node.get("properties", {}):
+            return False
+        node = node["properties"][part]
+    return True
+
+
+@pytest.mark.parametrize("guide", GUIDES)
+def test_spec_fields_named_in_the_guides_exist(guide: str) -> None:
+    schema = spec_schema()
+    text = (ROOT / guide).read_text()
+    named = set(re.findall(r"`([a-z][A-Za-z]*(?:\.(?:[a-z][A-Za-z]*|\*))+)`", text))
+    sections = {k for k, v in schema["properties"].items() if v.get("type") == "object"}
+    # Dotted names under a spec section, or spelled `spec.x`, are spec fields; the others are
+    # chart values (`operator.prometheusUrl`, and `image.tag`: the spec's image is a string).
+    fields = {n.removeprefix("spec.") for n in named if n.startswith("spec.")}
+    fields |= {n for n in named if n.split(".")[0] in sections}
+    assert fields, f"{guide} names no spec field"
+    unknown = sorted(f for f in fields if not _resolves(f, schema))
+    assert not unknown, f"{guide} names spec fields the CRD does not have: {unknown}"
+
+
+# --- troubleshooting.md keeps the anchors the alert rules link to --------------------------------
+
+TROUBLESHOOTING = ROOT / "docs/troubleshooting.md"
+ALERT_RULES = ROOT / "charts/crescendo/rules/crescendo-alerts.yaml"
+SECTIONS = {
+    "Unschedulable": "unschedulable",
+    "Job stuck Pending": "job-stuck-pending",
+    "MetricsStale": "metricsstale",
+    "Rescale pause": "rescale-pause",
+    "Restarts": "restarts",
+    "Loss NaN": "loss-nan",
+    "Rendezvous timeouts": "rendezvous-timeouts",
+}
+
+
+def _anchors(page: str) -> set[str]:
+    """GitHub's anchors of the page's `## ` headings (code blocks skipped)."""
+    outside = re.sub(r"^```.*?^```", "", page, flags=re.MULTILINE | re.DOTALL)
+    titles = re.findall(r"^## (.+)$", outside, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", t.strip().lower()).replace(" ", "-") for t in titles}
+
+
+def test_troubleshooting_has_a_section_per_alert_topic() -> None:
+    anchors = _anchors(TROUBLESHOOTING.read_text())
+    for title, anchor in SECTIONS.items():
+        assert anchor in anchors, f"## {title} (#{anchor}) is missing"
+
+
+def test_every_runbook_link_of_the_alert_rules_has_its_section() -> None:
+    if not ALERT_RULES.exists():
+        pytest.skip(f"{ALERT_RULES.relative_to(ROOT)} is not in this checkout")
+    links = re.findall(r"docs/troubleshooting\.md#([\w-]+)", ALERT_RULES.read_text())
+    assert links, "the alert rules link no runbook"
+    missing = set(links) - _anchors(TROUBLESHOOTING.read_text())
+    assert not missing, f"runbook anchors without a section: {sorted(missing)}"
