@@ -9,6 +9,7 @@ from unittest import mock
 import pytest
 import torch
 from crescendo_trainer import checkpoint
+from crescendo_trainer.progress import Progress
 
 
 def payload(step: int) -> dict[str, object]:
@@ -73,3 +74,23 @@ def test_all_checkpoints_corrupt_is_an_error_not_a_restart_from_zero(tmp_path: P
 def test_empty_or_missing_directory_means_a_fresh_start(tmp_path: Path) -> None:
     assert checkpoint.load_latest(tmp_path) is None
     assert checkpoint.load_latest(tmp_path / "absent") is None
+
+
+def test_the_lost_steps_total_round_trips_in_the_progress(tmp_path: Path) -> None:
+    progress = Progress(global_batch=64, step=200, samples_seen=12800, lost_steps=37)
+    checkpoint.save(tmp_path, 200, {"progress": progress.state_dict()}, keep=2)
+    loaded = checkpoint.load_latest(tmp_path)
+    assert loaded is not None
+    assert Progress.from_state_dict(loaded.payload["progress"]).lost_steps == 37
+
+
+def test_a_checkpoint_from_before_the_lost_steps_field_loads_with_0(tmp_path: Path) -> None:
+    older = {  # Progress.state_dict() as trainers without lost steps wrote it
+        "global_batch": 64, "step": 150, "epoch": 1, "position": 1600, "samples_seen": 9600,
+        "world_size": 2, "last_step_time": 1.7e9, "accuracy": None,
+    }
+    checkpoint.save(tmp_path, 150, {"progress": older}, keep=2)
+    loaded = checkpoint.load_latest(tmp_path)
+    assert loaded is not None
+    progress = Progress.from_state_dict(loaded.payload["progress"])
+    assert (progress.step, progress.world_size, progress.lost_steps) == (150, 2, 0)

@@ -1,13 +1,14 @@
-"""Real torchrun agents on this machine (gloo): join, leave, budget, zero lost steps."""
+"""Real torchrun agents on this machine (gloo): join, leave, budget, lost steps counted."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pytest
-from crescendo_operator.local.agents import kill_tree
+from crescendo_operator.local.agents import descendants, kill, kill_tree
 from crescendo_spec import JobSpec, contract
 from crescendo_spec.trace import restarts, steps_monotonic
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.trainer.conftest import LocalJob, small_job
 
@@ -84,6 +85,46 @@ def test_killed_peer_costs_no_step_rank_0_saves_the_last_completed_one(
     after_kill = [r for r in restarts(records) if (r.old_world, r.world) == (2, 1)]
     assert len(after_kill) == 1 and after_kill[0].lost_steps == 0
     assert steps_monotonic(records) and records[-1]["kind"] == "done"
+
+
+def test_a_killed_worker_is_restarted_and_its_steps_beyond_the_checkpoint_count_as_lost(
+    local_job: Callable[[JobSpec], LocalJob],
+) -> None:
+    every = 100
+    job = local_job(small_job(maxSteps=800, checkpoint={"everySteps": every},
+                              replicas={"min": 1, "max": 1}, rendezvous={"maxRestarts": 1}))
+    job.add(0)
+
+    def between_checkpoints() -> bool:
+        steps = job.steps()
+        return bool(steps) and steps[-1]["step"] > every and 10 <= steps[-1]["step"] % every <= 80
+
+    job.wait_for("a step between two periodic checkpoints", between_checkpoints)
+    workers = [p for p in descendants(job.agents[0]) if "crescendo_trainer" in p.cmdline()]
+    assert len(workers) == 1, workers
+    kill(workers)  # SIGKILL the trainer process only: its agent restarts the worker group
+    job.wait_for("a step after the restart", lambda: any(
+        r["kind"] == "pause" for r in job.trace()))
+    scraped = {s.name: s.value for family in text_string_to_metric_families(job.scrape(0))
+               for s in family.samples}
+
+    records = job.trace()
+    resume = next(i for i, r in enumerate(records) if r["kind"] == "resume")
+    before = records[:resume]
+    done_before_kill = max(r["step"] for r in before if r["kind"] == "step")
+    last_checkpoint = max(r["step"] for r in before if r["kind"] == "checkpoint")
+    assert records[resume]["step"] == last_checkpoint
+    lost = done_before_kill - last_checkpoint
+    assert 0 < lost < every
+    assert [r.lost_steps for r in restarts(records)] == [lost]
+    assert scraped[contract.METRIC_WORKER_RESTARTS] == 1
+    assert scraped[contract.METRIC_LOST_STEPS + "_total"] == lost
+    assert f"{lost} steps lost (redone), {lost} in all" in job.paths.log(0).read_text()
+
+    assert job.agents[0].wait(timeout=180) == 0, job.logs()
+    records = job.trace()
+    assert records[-1]["kind"] == "done" and records[-1]["step"] == 800
+    assert steps_monotonic(records)
 
 
 def test_etcd_rendezvous_survives_losing_the_first_agent(

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from crescendo_trainer import checkpoint
+from crescendo_trainer import checkpoint, high_water
+from crescendo_trainer.high_water import Mark
+from crescendo_trainer.progress import Progress
 
 
 def run_trainer(tmp_path: Path, spec: dict[str, object]) -> subprocess.CompletedProcess[str]:
@@ -65,4 +67,29 @@ def test_a_finished_job_resumes_from_its_checkpoint_and_stays_finished(tmp_path:
     second = run_trainer(tmp_path, spec)
     assert second.returncode == 0, second.stderr
     assert "resumed from ckpt-000000003.pt: step 3" in second.stderr
+    assert "0 steps lost (redone), 0 in all" in second.stderr, "a clean finish lost steps"
     assert "trainer done at step 3" in second.stderr
+
+
+def test_steps_beyond_the_checkpoint_are_counted_lost_once_and_carried_in_checkpoints(
+    tmp_path: Path,
+) -> None:
+    ckpt = tmp_path / "c"
+    first = run_trainer(tmp_path, {**BASE, "checkpoint": {"dir": str(ckpt)}})
+    assert first.returncode == 0, first.stderr
+    assert high_water.read(ckpt) == Mark(3, 0)
+    # As if that run had gone on to step 5 (having counted 2 lost steps before) and been killed.
+    high_water.record_path(ckpt).write_bytes(high_water.encode(5, 2))
+    # A start that does no step (budget already reached) still marks its count as counted...
+    second = run_trainer(tmp_path, {**BASE, "checkpoint": {"dir": str(ckpt)}})
+    assert second.returncode == 0, second.stderr
+    assert "resumed from ckpt-000000003.pt: step 3" in second.stderr
+    assert "2 steps lost (redone), 4 in all" in second.stderr
+    assert high_water.read(ckpt) == Mark(3, 4)
+    # ...so the next start, from the same step, counts nothing twice and carries the total on.
+    third = run_trainer(tmp_path, {**BASE, "maxSteps": 6, "checkpoint": {"dir": str(ckpt)}})
+    assert third.returncode == 0, third.stderr
+    assert "0 steps lost (redone), 4 in all" in third.stderr
+    saved = checkpoint.read(checkpoint.checkpoint_path(ckpt, 6))
+    assert Progress.from_state_dict(saved["progress"]).lost_steps == 4
+    assert high_water.read(ckpt) == Mark(6, 4)

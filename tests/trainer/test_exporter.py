@@ -16,6 +16,8 @@ def exposition() -> str:
     metrics = TrainerMetrics("mnist", "team")
     metrics.global_batch.set(256)
     metrics.samples.inc(512)
+    metrics.worker_restarts.set(2)
+    metrics.lost_steps.inc(37)
     metrics.last_checkpoint_time = 0.0
     return generate_latest(metrics.registry).decode()
 
@@ -38,6 +40,8 @@ def test_counters_end_in_total_and_values_are_exported() -> None:
     labels = '{crescendo_job="mnist",crescendo_namespace="team"}'
     assert f"crescendo_trainer_samples_total{labels} 512.0" in text
     assert f"crescendo_trainer_global_batch_size{labels} 256.0" in text
+    assert f"crescendo_trainer_lost_steps_total{labels} 37.0" in text
+    assert f"crescendo_trainer_worker_restarts{labels} 2.0" in text
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) missing")

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s rank{env.rank}/{env.world_size} %(levelname)s %(message)s",
     )
     metrics = TrainerMetrics(env.job_name, env.namespace)
+    metrics.worker_restarts.set(env.restart_count)
     if env.serves_metrics:
         port = spec.metrics.port if env.metrics_port is None else env.metrics_port
         try:

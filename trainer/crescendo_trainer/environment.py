@@ -24,7 +24,13 @@ class Environment:
     rank: int  # global rank
     world_size: int
     local_rank: int
-    restart_count: int  # TORCHELASTIC_RESTART_COUNT: restarts of this agent's workers
+    # TORCHELASTIC_RESTART_COUNT, exported as crescendo_trainer_worker_restarts: restarts of this
+    # agent's worker group after a failure. Checked in torch 2.13's elastic agent
+    # (agent/server/api.py, _invoke_run): the count is max_restarts − remaining_restarts, and
+    # only the UNHEALTHY/FAILED branch decrements remaining_restarts; the HEALTHY branch that
+    # restarts for waiting nodes says "membership changes do not count as retries". A trainer
+    # that exits 3 because a peer left is a failure to torchrun, so a scale-down does count.
+    restart_count: int
     distributed: bool  # launched by torchrun (or another launcher setting RANK/WORLD_SIZE)
     job_name: str
     namespace: str

@@ -83,6 +83,16 @@ class TrainerMetrics:
         self.samples = Counter(
             contract.METRIC_SAMPLES, "Training samples processed.", labels, registry=self.registry
         ).labels(*values)
+        self.worker_restarts = gauge(
+            contract.METRIC_WORKER_RESTARTS,
+            "Worker-group restarts after failures by this pod's torchrun agent.",
+        )
+        self.lost_steps = Counter(
+            contract.METRIC_LOST_STEPS,
+            "Steps done, then redone after a restart because the checkpoint lacked them.",
+            labels,
+            registry=self.registry,
+        ).labels(*values)
         age = Gauge(
             contract.METRIC_CHECKPOINT_AGE,
             "Seconds since the last checkpoint this process saw saved.",

@@ -8,6 +8,9 @@ applied at once through accumulation, checkpointed, and exported as the desired 
 operator turns into replicas. On a stop (SIGTERM) rank 0 checkpoints the last completed step;
 when a collective fails because a peer left, every node's first process does the same before
 exiting (rank 0 may be the one that left), so the restart at the new world size loses no step.
+A process killed between checkpoints does lose steps: rank 0 records every completed step in
+the high-water record (high_water.py), and a restart counts the steps beyond its checkpoint
+(lost_steps.py) into the crescendo_trainer_lost_steps_total counter.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from crescendo_spec.model import JobSpec
 from crescendo_spec.trace import TraceWriter
 from torch import nn
 
-from crescendo_trainer import checkpoint, distributed
+from crescendo_trainer import checkpoint, distributed, high_water
 from crescendo_trainer.adversarial.training import AdversarialTraining
 from crescendo_trainer.batching import layout, loss_scale
 from crescendo_trainer.datasets import TensorDataset, load_dataset
 from crescendo_trainer.environment import Environment
 from crescendo_trainer.exporter import TrainerMetrics
+from crescendo_trainer.high_water import HighWaterWriter
+from crescendo_trainer.lost_steps import LostSteps, count_lost_steps
 from crescendo_trainer.lr import LrRule
 from crescendo_trainer.measures import GradientNoise, curvature
 from crescendo_trainer.models import build_model
@@ -96,13 +101,17 @@ class Trainer:
         self.startup["model"] = time.perf_counter()
         self._permutation: tuple[int, torch.Tensor] | None = None
         self.traced_step = 0  # the last step written to the trace
+        self.mark_writer: HighWaterWriter | None = None  # rank 0's, once restored
 
     # --- set-up -------------------------------------------------------------------------------
     def restore(self) -> None:
-        """Load the newest good checkpoint (all ranks read the shared directory)."""
+        """Load the newest good checkpoint (all ranks read the shared directory), then count the
+        steps the previous run had completed beyond it."""
         loaded = checkpoint.load_latest(self.ckpt_dir)
         if loaded is None:
-            log.info("no checkpoint in %s: starting at step 0", self.ckpt_dir)
+            lost = self.account_lost_steps()
+            log.info("no checkpoint in %s: starting at step 0; %d steps lost (redone), %d in all",
+                     self.ckpt_dir, lost.this_restart, lost.total)
             return
         payload = loaded.payload
         self.module.load_state_dict(payload["model"])
@@ -115,18 +124,23 @@ class Trainer:
             torch.manual_seed(self.spec.seed * 7919 + self.progress.step * 31 + self.env.rank)
         self.metrics.samples.inc(self.progress.samples_seen)
         self.metrics.last_checkpoint_time = loaded.path.stat().st_mtime
-        log.info(
-            "resumed from %s: step %d epoch %d batch %d (saved at world %d, now %d)",
-            loaded.path.name,
-            self.progress.step,
-            self.progress.epoch,
-            self.progress.global_batch,
-            self.progress.world_size,
-            self.world,
-        )
-        self.trace.write(
-            "resume", step=self.progress.step, old_world=self.progress.world_size, world=self.world
-        )
+        lost, p = self.account_lost_steps(), self.progress
+        log.info("resumed from %s: step %d epoch %d batch %d (saved at world %d, now %d); "
+                 "%d steps lost (redone), %d in all", loaded.path.name, p.step, p.epoch,
+                 p.global_batch, p.world_size, self.world, lost.this_restart, lost.total)
+        self.trace.write("resume", step=p.step, old_world=p.world_size, world=self.world)
+
+    def account_lost_steps(self) -> LostSteps:
+        """Add the steps done beyond the checkpoint (lost_steps.py) to the carried total; rank 0
+        then keeps the high-water record, starting with this step as counted."""
+        p = self.progress
+        lost = count_lost_steps(high_water.read(self.ckpt_dir), p.step, p.lost_steps)
+        p.lost_steps = lost.total
+        self.metrics.lost_steps.inc(lost.total)
+        if self.env.is_rank0:
+            self.mark_writer = HighWaterWriter(self.ckpt_dir)
+            self.mark_writer.write(p.step, p.lost_steps)
+        return lost
 
     def wrap(self) -> None:
         if distributed.active():
@@ -273,6 +287,8 @@ class Trainer:
         m.step_duration.set(result.seconds)
         m.samples.inc(p.global_batch)
         self.traced_step = p.step
+        if self.mark_writer is not None:
+            self.mark_writer.write(p.step, p.lost_steps)
         self.trace.write(
             "step", step=p.step, epoch=p.epoch, world=self.world, batch=p.global_batch,
             accumulation=result.accumulation, loss=result.loss, lr=self.learning_rate(),

@@ -1,6 +1,7 @@
 """Where training stands: the counters a restart needs, and the per-step trace and log line.
 
-`Progress` is checkpointed with the model (the per-step trace is crescendo_spec.trace).
+`Progress` is checkpointed with the model (the per-step trace is crescendo_spec.trace); a field
+added later has a default, so older checkpoints keep loading.
 Logging, not print: rank 0 logs one progress line every N steps.
 """
 
@@ -25,6 +26,8 @@ class Progress:
     world_size: int = 1  # world size of the last completed step
     last_step_time: float = 0.0  # wall clock of the last completed step (pause measurement)
     accuracy: float | None = None
+    # Steps redone after restarts so far (lost_steps.py); checkpoints older than it read as 0.
+    lost_steps: int = 0
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
