@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test test-fast lint demo bench clean
+.PHONY: setup system-deps test test-fast lint demo bench clean crd
 
 setup: $(STAMP)
 
@@ -49,6 +49,12 @@ DEMO_JOB ?= manifests/examples/fashion-adabatch.yaml
 demo: setup system-deps
 	rm -rf runs/demo
 	$(VENV)/bin/crescendo local $(DEMO_JOB) --run-dir runs/demo
+
+# The CRD is generated from the spec model; the chart carries the same file (tests check both).
+CRD := adaptivebatchjobs.crescendo.dev.yaml
+crd: setup
+	$(VENV)/bin/crescendo crd > manifests/crd/$(CRD)
+	cp manifests/crd/$(CRD) charts/crescendo/crds/$(CRD)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

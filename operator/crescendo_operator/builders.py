@@ -202,8 +202,13 @@ def worker_pod(
         },
         "containers": [container],
     }
-    if spec.checkpoint.volume is not None:
-        pod_spec["volumes"] = [{"name": CHECKPOINT_VOLUME, **spec.checkpoint.volume}]
+    user_mounts = {m.get("mountPath") for m in container.get("volumeMounts", [])}
+    if spec.checkpoint.dir not in user_mounts:
+        # No volume given (a one-replica job, see admission.py): a pod-local emptyDir, so the
+        # directory exists and is writable by the non-root trainer (fsGroup) and survives a
+        # container restart, though not the pod's deletion.
+        source = spec.checkpoint.volume or {"emptyDir": {}}
+        pod_spec["volumes"] = [{"name": CHECKPOINT_VOLUME, **source}]
         container.setdefault("volumeMounts", []).insert(
             0, {"name": CHECKPOINT_VOLUME, "mountPath": spec.checkpoint.dir}
         )

@@ -20,10 +20,11 @@ import kopf
 from crescendo_spec import contract
 from crescendo_spec.crd import GROUP, PLURAL, VERSION
 from crescendo_spec.model import JobSpec
-from crescendo_spec.parse import SpecError, parse_spec
+from crescendo_spec.parse import SpecError
 
 from crescendo_operator import conditions as cond
 from crescendo_operator import kube
+from crescendo_operator.admission import parse_for_cluster
 from crescendo_operator.config import OperatorConfig
 from crescendo_operator.controller import DecisionSource, JobState, Plan, reconcile_once
 from crescendo_operator.metrics_source import DirectScrapeSource, PrometheusSource
@@ -89,7 +90,7 @@ def _spec_or_report(
     body: kopf.Body, patch: kopf.Patch, generation: int | None
 ) -> JobSpec:
     try:
-        return parse_spec(body.get("spec") or {})
+        return parse_for_cluster(body.get("spec") or {})
     except SpecError as exc:
         patch.status.update(invalid_spec_status(exc.problems, body.status, time.time(), generation))
         kopf.warn(body, reason="InvalidSpec", message="; ".join(exc.problems))
@@ -188,7 +189,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
         **kwargs: Any,
     ) -> None:
         try:
-            spec = parse_spec(body.get("spec") or {})
+            spec = parse_for_cluster(body.get("spec") or {})
         except SpecError:
             return  # reported by `validate`; nothing runs until the spec is fixed
         assert namespace is not None  # a namespaced resource

@@ -309,3 +309,17 @@ def test_every_values_key_is_declared_in_the_values_schema() -> None:
         declared = schema["properties"][section]
         if declared.get("additionalProperties") is False and isinstance(settings, dict):
             assert set(settings) <= set(declared["properties"]), section
+
+
+def test_helm_test_hook_fetches_the_operator_metrics_service() -> None:
+    from crescendo_spec import contract
+
+    objects = render()
+    hook = next(o for o in of_kind(objects, "Pod")
+                if o["metadata"]["annotations"]["helm.sh/hook"] == "test")
+    script = hook["spec"]["containers"][0]["command"][-1]
+    service = one(objects, "Service")
+    url = f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/metrics"
+    assert f'"{url}"' in script and f'"{contract.METRIC_OP_JOBS}"' in script
+    assert hook["spec"]["securityContext"]["runAsNonRoot"] is True
+    compile(script, "helm-test", "exec")  # the inline script is valid Python

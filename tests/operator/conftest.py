@@ -39,6 +39,7 @@ BASE_JOB: dict[str, Any] = {
         "replicas": {"min": 1, "max": 4, "initial": 2},
         "batch": {"initial": 64, "max": 256, "perGpuMax": 32, "policy": "adabatch"},
         "epochs": 6,
+        "checkpoint": {"volume": {"persistentVolumeClaim": {"claimName": "checkpoints"}}},
         "scaling": {"cooldownSeconds": 0, "scheduleTimeoutSeconds": 300,
                     "maxStalenessSeconds": 30},
     },
