@@ -58,3 +58,13 @@ def test_no_batch_sample_before_the_trainer_knows_its_batch() -> None:
     assert f"{contract.METRIC_DESIRED_BATCH}{{" not in fresh, "a 0 the operator must reject"
     metrics.desired_batch.set(128)
     assert f"{contract.METRIC_DESIRED_BATCH}{{" in generate_latest(metrics.registry).decode()
+
+
+def test_lost_steps_appear_only_once_counted_so_no_scrape_sees_a_zero_first() -> None:
+    metrics = TrainerMetrics("job", "ns")
+    series = f"{contract.METRIC_LOST_STEPS}_total{{"
+    assert series not in generate_latest(metrics.registry).decode()  # HELP/TYPE only
+    metrics.lost_steps.inc(37)
+    text = generate_latest(metrics.registry).decode()
+    labels = '{crescendo_job="job",crescendo_namespace="ns"}'
+    assert f"{contract.METRIC_LOST_STEPS}_total{labels} 37.0" in text

@@ -3,7 +3,13 @@
 Metrics live in an injected CollectorRegistry (tests make their own); one process per pod
 (local rank 0) serves it on `metrics.port`. Every series carries the two low-cardinality labels
 crescendo_job and crescendo_namespace so one Prometheus query selects a job; nothing else
-(no pod, no step) is a label. Counters restored from a checkpoint start at the restored value.
+(no pod, no step) is a label.
+
+Counters follow Prometheus' reset rule: `samples_total` counts this process's samples from 0 (a
+restart is a counter reset, which rate() expects; restoring the checkpoint's total would make a
+restart that redid steps look like a reset and a spike). `lost_steps_total` carries its total in
+the checkpoint so that it never goes down, and, like the gauges, appears only once it is known:
+no scrape sees a 0 between a restart and the restore.
 """
 
 from __future__ import annotations
@@ -36,6 +42,16 @@ class _Unset:
 
     def set(self, value: float) -> None:
         self._parent.labels(*self._values).set(value)
+
+
+class _Uncounted:
+    """A counter whose series appears at its first `inc` (which may add 0)."""
+
+    def __init__(self, parent: Counter, values: tuple[str, str]) -> None:
+        self._parent, self._values = parent, values
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._parent.labels(*self._values).inc(amount)
 
 
 @dataclass
@@ -81,18 +97,24 @@ class TrainerMetrics:
             contract.METRIC_BUDGET_DONE, "1 once the step/epoch budget is done."
         )
         self.samples = Counter(
-            contract.METRIC_SAMPLES, "Training samples processed.", labels, registry=self.registry
+            contract.METRIC_SAMPLES,
+            "Training samples processed by this process's group since it started.",
+            labels,
+            registry=self.registry,
         ).labels(*values)
         self.worker_restarts = gauge(
             contract.METRIC_WORKER_RESTARTS,
             "Worker-group restarts after failures by this pod's torchrun agent.",
         )
-        self.lost_steps = Counter(
-            contract.METRIC_LOST_STEPS,
-            "Steps done, then redone after a restart because the checkpoint lacked them.",
-            labels,
-            registry=self.registry,
-        ).labels(*values)
+        self.lost_steps = _Uncounted(
+            Counter(
+                contract.METRIC_LOST_STEPS,
+                "Steps done, then redone after a restart because the checkpoint lacked them.",
+                labels,
+                registry=self.registry,
+            ),
+            values,
+        )
         age = Gauge(
             contract.METRIC_CHECKPOINT_AGE,
             "Seconds since the last checkpoint this process saw saved.",

@@ -122,7 +122,6 @@ class Trainer:
         self.resumed_from = Progress.from_state_dict(payload["progress"])
         if self.env.rank > 0:  # distinct streams per rank, reproducible from (seed, step)
             torch.manual_seed(self.spec.seed * 7919 + self.progress.step * 31 + self.env.rank)
-        self.metrics.samples.inc(self.progress.samples_seen)
         self.metrics.last_checkpoint_time = loaded.path.stat().st_mtime
         lost, p = self.account_lost_steps(), self.progress
         log.info("resumed from %s: step %d epoch %d batch %d (saved at world %d, now %d); "
