@@ -109,6 +109,11 @@ def prepare(options: LocalOptions) -> tuple[str, JobSpec, LocalPaths]:
     if not has_checkpoints:  # a new run: no record or pin of an earlier one applies
         paths.trace.unlink(missing_ok=True)
         paths.manual_replicas.unlink(missing_ok=True)
+        # Whatever a run that died before its first checkpoint left (the trainer's high-water
+        # record would count that run's steps as lost by this one).
+        for leftover in paths.checkpoints.glob("*"):
+            if leftover.is_file():
+                leftover.unlink()
     max_replicas = options.max_replicas or os.cpu_count() or 1
     return name, for_this_machine(spec, max_replicas, port), paths
 
