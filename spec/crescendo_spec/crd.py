@@ -36,7 +36,8 @@ PRINTER_COLUMNS: tuple[dict[str, str], ...] = (
     {"name": "Batch", "type": "integer", "jsonPath": ".status.globalBatchSize"},
     {"name": "Step", "type": "integer", "jsonPath": ".status.step"},
     {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
+     "description": "Time since the job was created."},
 )
 
 # Keys of pydantic's output that carry no meaning for the API server (or are replaced below).
@@ -140,12 +141,16 @@ def _condition_schema() -> dict[str, Any]:
         "type": "object",
         "required": ["type", "status"],
         "properties": {
-            "type": {"type": "string"},
-            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "reason": {"type": "string"},
-            "message": {"type": "string"},
-            "lastTransitionTime": {"type": "string", "format": "date-time"},
-            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+            "type": {"type": "string", "description": "Created, Running, Scaling, Scaled, "
+                     "MetricsStale, Succeeded or Failed."},
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"],
+                       "description": "Whether the condition holds."},
+            "reason": {"type": "string", "description": "Why, in one CamelCase word."},
+            "message": {"type": "string", "description": "Why, for people."},
+            "lastTransitionTime": {"type": "string", "format": "date-time",
+                                   "description": "When the status last changed."},
+            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0,
+                                   "description": "The spec generation it was computed from."},
         },
     }
 
@@ -169,11 +174,14 @@ def status_schema() -> dict[str, Any]:
             "step": {**count, "description": "Optimizer step."},
             "epoch": {**count, "description": "Epoch."},
             "budgetReached": {"type": "boolean", "description": "The trainers said: done."},
-            "lastScaleTime": {"type": "string", "format": "date-time"},
+            "lastScaleTime": {"type": "string", "format": "date-time",
+                              "description": "When the replica count last changed."},
             "rescales": {**count, "description": "Replica-count changes so far."},
             "restarts": {**count, "description": "Container restarts of the worker pods."},
-            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0,
+                                   "description": "The spec generation this status reflects."},
             "conditions": {
+                "description": "The job's state, one entry per condition type.",
                 "type": "array",
                 "items": _condition_schema(),
                 "x-kubernetes-list-type": "map",

@@ -230,11 +230,15 @@ class JobSpec(_Spec):
     nproc_per_replica: int | None = Field(
         None, ge=1, le=64, description="Trainer processes per pod; default max(gpus, 1)."
     )
-    replicas: Replicas = Replicas()
-    batch: Batch = Batch()
-    learning_rate: LearningRate = LearningRate()
-    optimizer: Optimizer = Optimizer()
-    adversarial: Adversarial = Adversarial()
+    replicas: Replicas = Field(Replicas(), description="How many worker pods, and their bounds.")
+    batch: Batch = Field(Batch(), description="The global batch and the policy that grows it.")
+    learning_rate: LearningRate = Field(
+        LearningRate(), description="Base rate, its scaling with the batch, warm-up and decay."
+    )
+    optimizer: Optimizer = Field(Optimizer(), description="The optimizer and its settings.")
+    adversarial: Adversarial = Field(
+        Adversarial(), description="Adversarial training: attack, strength and share."
+    )
     model: str = Field(
         "cnn", json_schema_extra={"pattern": MODEL_REF}, description="cnn, mlp or module:function."
     )
@@ -247,10 +251,14 @@ class JobSpec(_Spec):
     max_steps: int | None = Field(None, ge=1, le=100_000_000, description="Budget in steps.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of model init and data order.")
     log_every_steps: int = Field(20, ge=1, le=1_000_000, description="Progress log period.")
-    checkpoint: Checkpoint = Checkpoint()
-    metrics: Metrics = Metrics()
-    scaling: Scaling = Scaling()
-    rendezvous: Rendezvous = Rendezvous()
+    checkpoint: Checkpoint = Field(
+        Checkpoint(), description="Where and how often the trainers checkpoint."
+    )
+    metrics: Metrics = Field(Metrics(), description="The trainers' Prometheus endpoint.")
+    scaling: Scaling = Field(Scaling(), description="How the operator follows the decisions.")
+    rendezvous: Rendezvous = Field(
+        Rendezvous(), description="torchrun's elastic rendezvous and restart budget."
+    )
 
     @field_validator("model")
     @classmethod
