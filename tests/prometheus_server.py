@@ -7,21 +7,38 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-needs_prometheus = [
-    pytest.mark.prometheus,
-    pytest.mark.skipif(
-        not Path(PROMETHEUS).exists(),
-        reason="Debian's prometheus binary is not installed (apt-get install prometheus; "
-        "`make system-deps` does it)",
-    ),
-]
+
+def _needs(binary: str) -> tuple[str, list[pytest.MarkDecorator]]:
+    """Where Debian's `prometheus` package put `binary`, and the marks of a test that runs it."""
+    path = shutil.which(binary) or f"/usr/bin/{binary}"
+    marks = [
+        pytest.mark.prometheus,
+        pytest.mark.skipif(
+            not Path(path).exists(),
+            reason=f"Debian's {binary} is not installed (apt-get install prometheus; "
+            "`make system-deps` does it)",
+        ),
+    ]
+    return path, marks
+
+
+PROMETHEUS, needs_prometheus = _needs("prometheus")
+PROMTOOL, needs_promtool = _needs("promtool")
+_Test = TypeVar("_Test", bound=Callable[..., object])
+
+
+def with_promtool(test: _Test) -> _Test:
+    """Mark a test as needing promtool: it skips, with the reason, where there is none."""
+    for mark in needs_promtool:
+        test = mark(test)
+    return test
 
 
 def _free_port() -> int:

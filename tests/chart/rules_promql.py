@@ -9,34 +9,16 @@ the operator tests use (tests/prometheus_server.py); tests that need it skip wit
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TypeVar
 
-import pytest
 import yaml
 from crescendo_spec import contract
 
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-needs_promtool = [
-    pytest.mark.prometheus,
-    pytest.mark.skipif(
-        not Path(PROMTOOL).exists(),
-        reason="Debian's promtool is not installed (apt-get install prometheus; "
-        "`make system-deps` does it)",
-    ),
-]
+from tests.prometheus_server import PROMTOOL, with_promtool
 
-_Test = TypeVar("_Test", bound=Callable[..., object])
-
-
-def with_promtool(test: _Test) -> _Test:
-    """Mark a test as needing promtool: it skips, with the reason, where there is none."""
-    for mark in needs_promtool:
-        test = mark(test)
-    return test
+__all__ = ["PROMTOOL", "with_promtool"]
 
 
 CONTRACT_METRICS = frozenset((*contract.TRAINER_METRICS, *contract.OPERATOR_METRICS))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
-import pytest
 from crescendo_operator.opmetrics import OperatorMetrics, job_conditions, job_series
 from crescendo_spec import contract
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.prometheus_server import PROMTOOL, with_promtool
 
 STATUS = {
     "replicas": 3,
@@ -75,10 +75,10 @@ def test_forgetting_a_job_never_reconciled_is_harmless() -> None:
     OperatorMetrics().job_phase("ns", "never-seen", None)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="needs Debian's prometheus")
+@with_promtool
 def test_exposition_passes_promtool_check_metrics() -> None:
     metrics = OperatorMetrics()
     metrics.job("ns", "a", job_series(STATUS, 4, 1), job_conditions(STATUS["conditions"]))  # type: ignore[arg-type]
-    result = subprocess.run(["promtool", "check", "metrics"], input=generate_latest(
+    result = subprocess.run([PROMTOOL, "check", "metrics"], input=generate_latest(
         metrics.registry), capture_output=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
-import pytest
 from crescendo_spec import contract
 from crescendo_trainer.exporter import TrainerMetrics
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.prometheus_server import PROMTOOL, with_promtool
 
 
 def exposition() -> str:
@@ -44,10 +44,10 @@ def test_counters_end_in_total_and_values_are_exported() -> None:
     assert f"crescendo_trainer_worker_restarts{labels} 2.0" in text
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) missing")
+@with_promtool
 def test_promtool_finds_no_naming_problem() -> None:
     result = subprocess.run(
-        ["promtool", "check", "metrics"], input=exposition(), capture_output=True, text=True
+        [PROMTOOL, "check", "metrics"], input=exposition(), capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
