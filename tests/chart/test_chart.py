@@ -323,3 +323,10 @@ def test_helm_test_hook_fetches_the_operator_metrics_service() -> None:
     assert f'"{url}"' in script and f'"{contract.METRIC_OP_JOBS}"' in script
     assert hook["spec"]["securityContext"]["runAsNonRoot"] is True
     compile(script, "helm-test", "exec")  # the inline script is valid Python
+
+
+def test_a_fractional_interval_from_helm_set_is_accepted() -> None:
+    # `--set x=0.5` reaches the schema as the string "0.5"; the operator parses it at start-up.
+    env = _env(render(sets=["operator.scrapeIntervalSeconds=0.5"]))
+    assert env["CRESCENDO_SCRAPE_INTERVAL_SECONDS"] == "0.5"
+    assert template_text(sets=["operator.scrapeIntervalSeconds=often"]).returncode != 0
