@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,21 +41,25 @@ def with_promtool(test: _Test) -> _Test:
     return test
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on now (loopback)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
-def prometheus_server(workdir: Path, scrape_configs: str) -> Iterator[str]:
-    """Run Prometheus with a 1 s scrape interval and the given `scrape_configs` YAML list;
-    yields its base URL once it answers /-/ready."""
-    port = _free_port()
+def prometheus_server(
+    workdir: Path, scrape_configs: str, rule_files: Sequence[Path] = ()
+) -> Iterator[str]:
+    """Run Prometheus with a 1 s scrape and rule-evaluation interval, the given `scrape_configs`
+    YAML list and rule files; yields its base URL once it answers /-/ready."""
+    port = free_port()
     config = workdir / "prometheus.yml"
+    rules = "".join(f"  - {path}\n" for path in rule_files)
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n{scrape_configs}"
+        f"scrape_configs:\n{scrape_configs}" + (f"rule_files:\n{rules}" if rules else "")
     )
     process = subprocess.Popen(
         [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'prom-data'}",

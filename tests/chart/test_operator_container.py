@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -24,17 +23,12 @@ from crescendo_spec import contract
 
 from tests.chart.render import one, render
 from tests.operator.conftest import Cluster, eventually, job_manifest
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.prometheus_server import free_port
 
 
 @pytest.fixture()
 async def container(cluster: Cluster) -> AsyncIterator[tuple[subprocess.Popen[bytes], int, int]]:
-    health, metrics = _free_port(), _free_port()
+    health, metrics = free_port(), free_port()
     deployment = one(render(sets=[
         f"operator.healthPort={health}", f"operator.metricsPort={metrics}",
         "operator.watchNamespaces={default}", "operator.scrapeIntervalSeconds=0.5",
