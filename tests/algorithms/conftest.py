@@ -26,7 +26,7 @@ def mlp() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
 
 
-def cnn(batchnorm: bool = True) -> nn.Module:
+def cnn(batchnorm: bool = True) -> nn.Sequential:
     """A small CNN for 8×8 inputs, with BatchNorm so eval-mode guards are exercised."""
     norm: nn.Module = nn.BatchNorm2d(8) if batchnorm else nn.Identity()
     return nn.Sequential(
@@ -48,7 +48,7 @@ def train(model: nn.Module, data: tuple[Tensor, Tensor], steps: int, lr: float =
     for _ in range(steps):
         idx = torch.randint(0, x.shape[0], (64,), generator=gen)
         opt.zero_grad()
-        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()  # type: ignore[no-untyped-call]
         opt.step()
 
 
@@ -62,7 +62,7 @@ def trained_mlp(digits: tuple[Tensor, Tensor]) -> nn.Module:
 
 
 @pytest.fixture()
-def trained_cnn(digits: tuple[Tensor, Tensor]) -> nn.Module:
+def trained_cnn(digits: tuple[Tensor, Tensor]) -> nn.Sequential:
     model = cnn()
     train(model, digits, 50, lr=0.1)
     return model

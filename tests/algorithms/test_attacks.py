@@ -92,7 +92,7 @@ def test_random_start_stays_in_ball_and_follows_generator(
 
 
 def test_attack_leaves_batchnorm_stats_mode_and_weight_grads(
-    trained_cnn: nn.Module, batch: tuple[Tensor, Tensor]
+    trained_cnn: nn.Sequential, batch: tuple[Tensor, Tensor]
 ) -> None:
     x, y = batch
     trained_cnn.train()

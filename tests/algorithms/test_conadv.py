@@ -31,7 +31,7 @@ def step(
     adv: AdversarialBatch,
 ) -> None:
     opt.zero_grad()
-    adversarial_loss(model, clean, adv).backward()
+    adversarial_loss(model, clean, adv).backward()  # type: ignore[no-untyped-call]
     opt.step()
 
 

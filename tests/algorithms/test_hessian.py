@@ -32,7 +32,8 @@ def exact_hessian(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
             i += shape.numel()
         return CE(functional_call(model, params, (x,)), y)
 
-    return hessian(loss)(flat).double()
+    matrix: Tensor = hessian(loss)(flat)  # hessian() is typed Callable[..., Any]
+    return matrix.double()
 
 
 @pytest.fixture(scope="module")
@@ -133,18 +134,20 @@ def test_agrees_with_pyhessian_on_small_cnn(
 
 
 def test_measurement_keeps_batchnorm_stats_mode_and_grads(
-    trained_cnn: nn.Module, digits: tuple[Tensor, Tensor]
+    trained_cnn: nn.Sequential, digits: tuple[Tensor, Tensor]
 ) -> None:
     x, y = seeded_batch(*digits, 64, seed=0)
     trained_cnn.train()
-    trained_cnn[0].weight.grad = torch.ones_like(trained_cnn[0].weight)
+    conv = trained_cnn[0]
+    assert isinstance(conv, nn.Conv2d)  # Sequential's items are typed Module; Conv2d types .weight
+    conv.weight.grad = torch.ones_like(conv.weight)
     buffers = {k: v.clone() for k, v in trained_cnn.state_dict().items()}
     top_eigenvalue(trained_cnn, CE, x, y)
     hutchinson_trace(trained_cnn, CE, x, y, samples=3)
     assert trained_cnn.training and trained_cnn[1].training
     for k, v in trained_cnn.state_dict().items():
         assert torch.equal(v, buffers[k]), k
-    assert torch.equal(trained_cnn[0].weight.grad, torch.ones_like(trained_cnn[0].weight))
+    assert torch.equal(conv.weight.grad, torch.ones_like(conv.weight))
 
 
 def test_same_seed_same_value_and_wrapper_is_unwrapped(

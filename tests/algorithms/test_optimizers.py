@@ -39,7 +39,7 @@ def run_on_quadratic(
     errors = []
     for _ in range(steps):
         opt.zero_grad()
-        (0.5 * theta @ a @ theta - b @ theta).backward()
+        (0.5 * theta @ a @ theta - b @ theta).backward()  # type: ignore[no-untyped-call]
         opt.step()
         with opt.exported_weights():
             errors.append(float(torch.linalg.vector_norm(theta.detach() - start - newton)))
@@ -139,7 +139,7 @@ def test_neumann_one_backward_per_step_and_no_second_order_autograd(
         opt.set_epoch(epoch)
         for i in range(0, 256, 64):
             opt.zero_grad()
-            nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()
+            nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()  # type: ignore[no-untyped-call]
             opt.step()
             steps += 1
     assert len(calls["backward"]) == steps and not any(calls["backward"])
@@ -151,7 +151,7 @@ def test_neumann_state_dict_round_trip_continues_identically() -> None:
 
     def step(theta: Tensor, opt: Neumann) -> None:
         opt.zero_grad()
-        (0.5 * theta @ a @ theta - b @ theta).backward()
+        (0.5 * theta @ a @ theta - b @ theta).backward()  # type: ignore[no-untyped-call]
         opt.step()
 
     theta = torch.zeros(b.shape, dtype=torch.float64, requires_grad=True)
@@ -212,7 +212,7 @@ def train_pair(
         xs, ys = x[i * 32 : (i + 1) * 32], y[i * 32 : (i + 1) * 32]
         for m, opt in ((model, opt_a), (twin, opt_b)):
             opt.zero_grad()
-            nn.functional.cross_entropy(m(xs), ys).backward()
+            nn.functional.cross_entropy(m(xs), ys).backward()  # type: ignore[no-untyped-call]
             opt.step()
     return max(
         float((a - b).abs().max())
@@ -273,11 +273,12 @@ def test_build_optimizer_selects_by_name() -> None:
         "lamb": Lamb,
     }
     for name, kind in kinds.items():
-        assert isinstance(build_optimizer(OptimizerSpec(name=name), model.parameters(), 0.1), kind)  # type: ignore[arg-type]
+        assert isinstance(build_optimizer(OptimizerSpec(name=name), model.parameters(), 0.1), kind)
 
 
 def test_unknown_optimizer_names_the_field() -> None:
-    bogus = OptimizerSpec.model_construct(name="adamw")  # bypasses the spec's own enum check
+    # bypasses the spec's own enum check, and so, on purpose, the Literal type of `name`
+    bogus = OptimizerSpec.model_construct(name="adamw")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"optimizer\.name: 'adamw'"):
         build_optimizer(bogus, bn_cnn().parameters(), 0.1)
 

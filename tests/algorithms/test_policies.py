@@ -46,11 +46,11 @@ def epoch_end(epoch: int, batch: int, **measured: float) -> Signals:
 
 
 def absa(**kw: float) -> AbsaPolicy:
-    return AbsaPolicy(128, 1024, AbsaSettings(**kw), adversarial_ratio=0.2, total_epochs=40)  # type: ignore[arg-type]
+    return AbsaPolicy(128, 1024, AbsaSettings(**kw), adversarial_ratio=0.2, total_epochs=40)
 
 
 def test_absa_measures_eigenvalue_only_at_check_epochs() -> None:
-    policy = absa(check_every_epochs=2)  # type: ignore[arg-type]
+    policy = absa(check_every_epochs=2)
     assert policy.measurements(5, 0, epoch_end=False) == frozenset()
     assert policy.measurements(9, 0, epoch_end=True) == frozenset()
     assert policy.measurements(19, 1, epoch_end=True) == {HESSIAN_EIGENVALUE}
@@ -111,7 +111,7 @@ def test_absa_cap_holds_with_capped_code() -> None:
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_absa_nan_eigenvalue_or_loss_never_grows(bad: float) -> None:
-    policy = absa(duration_epochs=1)  # type: ignore[arg-type]
+    policy = absa(duration_epochs=1)
     policy.decide(epoch_end(0, 128, hessian_eigenvalue=4.0))
     d = policy.decide(epoch_end(1, 128, hessian_eigenvalue=bad))
     assert d.code == NOT_FINITE and d.global_batch == 128 and "not finite" in d.reason
@@ -189,9 +189,9 @@ def test_one_step_at_2b_equals_two_accumulated_steps_at_b() -> None:
     twin.load_state_dict(model.state_dict())
     x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
     ce = torch.nn.functional.cross_entropy
-    ce(model(x), y).backward()
+    ce(model(x), y).backward()  # type: ignore[no-untyped-call]
     for half in (slice(0, 32), slice(32, 64)):
-        (ce(twin(x[half]), y[half]) / 2).backward()
+        (ce(twin(x[half]), y[half]) / 2).backward()  # type: ignore[no-untyped-call]
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
 
@@ -216,7 +216,7 @@ def test_noise_scale_estimator_recovers_synthetic_b_simple() -> None:
 
 
 def gns(**kw: object) -> GnsPolicy:
-    return GnsPolicy(128, 4096, GnsSettings(cooldown_steps=50, **kw))  # type: ignore[arg-type]
+    return GnsPolicy(128, 4096, GnsSettings(cooldown_steps=50, **kw))
 
 
 def feed(policy: GnsPolicy, b_simple: float, n: int = 20) -> None:
@@ -291,7 +291,7 @@ def test_gns_state_dict_round_trip() -> None:
 def test_build_policy_registers_every_policy_and_codes_are_known() -> None:
     kinds = {"fixed": "fixed", "adabatch": "adabatch", "abs": "abs", "absa": "absa", "gns": "gns"}
     for policy, name in kinds.items():
-        built = build_policy(Batch(policy=policy), epochs=10, adversarial=Adversarial(ratio=0.3))  # type: ignore[arg-type]
+        built = build_policy(Batch(policy=policy), epochs=10, adversarial=Adversarial(ratio=0.3))
         assert built.name == name
     absa_policy = build_policy(Batch(policy="absa"), epochs=10, adversarial=Adversarial(ratio=0.3))
     assert absa_policy.adversarial_ratio(128, 0) == 0.3

@@ -55,6 +55,13 @@ def _parse_path_with_namespaces(path: str) -> parsing.ParsedPath:
 parsing.parse_path = _parse_path_with_namespaces
 
 
+def _object_key(request: rendering.Request) -> kmock.ObjectKey | None:
+    """The object a request addresses; None for a collection (a list, a watch, a create)."""
+    if request.resource is None or request.name is None:
+        return None
+    return (request.resource, request.namespace, request.name)
+
+
 def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -89,12 +96,13 @@ class Emulator(kmock.KubernetesEmulator):
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None and isinstance(request.data, dict | list):
             self._stamp(request)
-        key = (request.resource, request.namespace, request.name)
-        alive = key in self.objects and not self.objects[key].deleted
+        key = _object_key(request)
+        alive = key is not None and key in self.objects and not self.objects[key].deleted
         response = await super()._handle(request)
         if request.action == enums.action.CREATE and request.resource == CORE_PODS:
             self.pods_created += 1  # a duplicate raised 409 inside super()._handle
-        if alive and self.objects[key].deleted:  # deleted now (DELETE, or finalizers removed)
+        # deleted now (DELETE, or finalizers removed)
+        if key is not None and alive and self.objects[key].deleted:
             await self._collect_garbage(self.objects[key].last.get("metadata", {}).get("uid"))
         return response
 
@@ -128,8 +136,8 @@ class Emulator(kmock.KubernetesEmulator):
                 )
 
     def _generation(self, request: rendering.Request) -> int:
-        key = (request.resource, request.namespace, request.name)
-        if key in self.objects and not self.objects[key].deleted:
+        key = _object_key(request)
+        if key is not None and key in self.objects and not self.objects[key].deleted:
             return int(self.objects[key].get("metadata", {}).get("generation", 1))
         return 0
 
@@ -218,7 +226,9 @@ class Emulator(kmock.KubernetesEmulator):
         async with self._lock:
             items = self._matching(request)
         info = self.resources.get(request.resource, None)
-        kind = info.kind if info is not None and info.kind else ""
+        # kmock types the values as ResourceInfo | ResourceDict (what may be assigned), but it
+        # converts a dict on assignment: what it hands back is a ResourceInfo.
+        kind = info.kind if isinstance(info, kmock.ResourceInfo) and info.kind else ""
         group, version = request.resource.group, request.resource.version
         return {
             "apiVersion": f"{group}/{version}" if group else str(version),

@@ -14,7 +14,7 @@ from tests.operator.kubelet import Kubelet
 
 pytestmark = pytest.mark.slow
 
-GROWING = {
+GROWING: dict[str, Any] = {
     "replicas": {"min": 1, "max": 2, "initial": 1},
     "batch": {"initial": 32, "perGpuMax": 32, "max": 64, "policy": "adabatch",
               "adabatch": {"resizeEveryEpochs": 2}},

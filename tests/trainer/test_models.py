@@ -56,10 +56,10 @@ def _test_accuracy_after_three_epochs(ref: str, lr: float) -> float:
     order = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(3):
-        for index in torch.randperm(len(data.train_x), generator=order).split(32):
+        for index in torch.randperm(len(data.train_x), generator=order).split(32):  # type: ignore[no-untyped-call]
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(data.train_x[index]), data.train_y[index])
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
     model.eval()
     with torch.no_grad():
