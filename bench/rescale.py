@@ -68,6 +68,17 @@ def world_changes(records: list[dict[str, Any]]) -> list[tuple[int, int, float]]
     return out
 
 
+def cycle_result(paths: LocalPaths) -> dict[str, Any]:
+    """The 1 → 2 and 2 → 1 pauses and the steps lost, from one cycle's run trace."""
+    records = read_trace(paths.trace)
+    changes = {(a, b): s for a, b, s in world_changes(records)}
+    return {
+        "up_s": changes[(1, 2)],
+        "down_s": changes[(2, 1)],
+        "lost_steps": sum(r.lost_steps for r in restarts(records)),
+    }
+
+
 def wait_steps(paths: LocalPaths, world: int, count: int, after: float, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,13 +106,7 @@ def cycle(run_dir: Path, bare: bool) -> dict[str, Any]:
     finally:
         for agent in agents.values():
             stop_agent(agent, grace_seconds=30)
-    records = read_trace(paths.trace)
-    changes = {(a, b): s for a, b, s in world_changes(records)}
-    return {
-        "up_s": changes[(1, 2)],
-        "down_s": changes[(2, 1)],
-        "lost_steps": sum(r.lost_steps for r in restarts(records)),
-    }
+    return cycle_result(paths)
 
 
 def local_cycle(run_dir: Path) -> dict[str, Any]:
@@ -128,13 +133,7 @@ def local_cycle(run_dir: Path) -> dict[str, Any]:
     finally:
         controller.send_signal(signal.SIGINT)
         controller.wait(timeout=120)
-    records = read_trace(paths.trace)
-    changes = {(a, b): s for a, b, s in world_changes(records)}
-    return {
-        "up_s": changes[(1, 2)],
-        "down_s": changes[(2, 1)],
-        "lost_steps": sum(r.lost_steps for r in restarts(records)),
-    }
+    return cycle_result(paths)
 
 
 def measure(repeats: int, root: Path) -> dict[str, Any]:

@@ -15,18 +15,13 @@ from typing import Any
 from crescendo_spec.model import JobSpec
 from crescendo_spec.parse import SpecError, parse_spec
 
-CONTAINER_MOUNTS = "volumeMounts"  # spec.template keys that reach the worker container
-
-
-def _mounted_by_template(spec: JobSpec) -> bool:
-    mounts = spec.template.get(CONTAINER_MOUNTS) or []
-    return any(m.get("mountPath") == spec.checkpoint.dir for m in mounts if isinstance(m, dict))
+from crescendo_operator.builders import template_mounts_checkpoint_dir
 
 
 def cluster_problems(spec: JobSpec) -> list[str]:
     """One 'spec.path: what is needed' line per thing a cluster run lacks (empty: runnable)."""
     problems: list[str] = []
-    shared = spec.checkpoint.volume is not None or _mounted_by_template(spec)
+    shared = spec.checkpoint.volume is not None or template_mounts_checkpoint_dir(spec)
     if spec.replicas.max > 1 and not shared:
         problems.append(
             "spec.checkpoint.volume: required when replicas.max > 1: all replicas resume from "

@@ -153,6 +153,12 @@ def _merge_into(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
             base[key] = value
 
 
+def template_mounts_checkpoint_dir(spec: JobSpec) -> bool:
+    """Whether the user's template mounts a volume of its own at `checkpoint.dir`."""
+    mounts = spec.template.get("volumeMounts") or []
+    return any(m.get("mountPath") == spec.checkpoint.dir for m in mounts if isinstance(m, dict))
+
+
 def worker_pod(
     job_name: str, namespace: str, index: int, spec: JobSpec, owner_uid: str
 ) -> dict[str, Any]:
@@ -202,8 +208,7 @@ def worker_pod(
         },
         "containers": [container],
     }
-    user_mounts = {m.get("mountPath") for m in container.get("volumeMounts", [])}
-    if spec.checkpoint.dir not in user_mounts:
+    if not template_mounts_checkpoint_dir(spec):
         # No volume given (a one-replica job, see admission.py): a pod-local emptyDir, so the
         # directory exists and is writable by the non-root trainer (fsGroup) and survives a
         # container restart, though not the pod's deletion.

@@ -22,6 +22,7 @@ from tests.chart.render import (
     CI_VALUES,
     NAMESPACE,
     ROOT,
+    RULES,
     helm,
     of_kind,
     one,
@@ -239,7 +240,7 @@ def test_worker_pods_name_their_metrics_port_as_the_pod_monitor_expects() -> Non
 
 def test_prometheus_rule_embeds_the_rule_file_verbatim() -> None:
     objects = render([CHART / "ci/prometheusrule-values.yaml"])
-    rules = yaml.safe_load((CHART / "rules/crescendo-alerts.yaml").read_text())
+    rules = yaml.safe_load(RULES.read_text())
     assert one(objects, "PrometheusRule")["spec"] == rules
 
 

@@ -21,6 +21,13 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
+from tests.chart.render import (
+    DASHBOARD,
+    RULES,
+    dashboard,
+    dashboard_panels,
+    panel_queries,
+)
 from tests.chart.rules_promql import (
     check_expressions,
     contract_problems,
@@ -31,9 +38,6 @@ from tests.chart.rules_promql import (
     with_promtool,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = ROOT / "charts/crescendo/dashboards/crescendo.json"
-RULES = ROOT / "charts/crescendo/rules/crescendo-alerts.yaml"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 JOB_FILTERS = ('crescendo_namespace=~"$namespace"', 'crescendo_job=~"$job"')
 PANELS = {
@@ -44,19 +48,6 @@ PANELS = {
     "Rescale pause and lost steps", "Restarts",
 }
 
-
-def _dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
-    return loaded
-
-
-def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Every panel that is not a row, including those kept inside (collapsed) rows."""
-    for panel in panels:
-        if panel["type"] == "row":
-            yield from _panels(panel.get("panels", []))
-        else:
-            yield panel
 
 
 def _all_placed(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -69,20 +60,17 @@ def _all_placed(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 def _queries() -> dict[str, str]:
     """Every PromQL expression of the dashboard (panel targets and annotation queries), by
     `panel/refId` or `annotation/name`."""
-    dashboard = _dashboard()
-    exprs = {f"{p['title']}/{t['refId']}": t["expr"]
-             for p in _panels(dashboard["panels"]) for t in p["targets"]}
-    exprs |= {f"annotation/{a['name']}": a["expr"]
-              for a in dashboard["annotations"]["list"] if "expr" in a}
-    return exprs
+    annotations = dashboard()["annotations"]["list"]
+    return panel_queries() | {f"annotation/{a['name']}": a["expr"]
+                              for a in annotations if "expr" in a}
 
 
 def _variables() -> dict[str, dict[str, Any]]:
-    return {v["name"]: v for v in _dashboard()["templating"]["list"]}
+    return {v["name"]: v for v in dashboard()["templating"]["list"]}
 
 
 def _rule_exprs() -> list[str]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
+    groups = yaml.safe_load(RULES.read_text())["groups"]  # recording rules too, if any
     return [str(rule["expr"]) for group in groups for rule in group["rules"]]
 
 
@@ -111,24 +99,24 @@ def _nulls(node: Any, path: str = "") -> Iterator[str]:
 
 # --- identity and import -----------------------------------------------------------------------
 def test_dashboard_is_importable_by_hand_with_the_agreed_identity() -> None:
-    dashboard = _dashboard()
-    assert dashboard["uid"] == "crescendo-jobs"
-    assert dashboard["title"] == "Crescendo / Adaptive batch jobs"
-    assert dashboard["schemaVersion"] == 39
-    assert dashboard["refresh"] == "30s"
-    assert dashboard["time"] == {"from": "now-6h", "to": "now"}
-    assert "crescendo" in dashboard["tags"]
-    assert "__inputs" not in dashboard  # no import-time data source prompt: the variable picks
+    loaded = dashboard()
+    assert loaded["uid"] == "crescendo-jobs"
+    assert loaded["title"] == "Crescendo / Adaptive batch jobs"
+    assert loaded["schemaVersion"] == 39
+    assert loaded["refresh"] == "30s"
+    assert loaded["time"] == {"from": "now-6h", "to": "now"}
+    assert "crescendo" in loaded["tags"]
+    assert "__inputs" not in loaded  # no import-time data source prompt: the variable picks
     assert "{{ ." not in DASHBOARD.read_text()  # embedded verbatim: no Helm templating
 
 
 def test_dashboard_has_no_null_options_the_sdk_would_choke_on() -> None:
-    assert list(_nulls(_dashboard())) == []
+    assert list(_nulls(dashboard())) == []
 
 
 def test_dashboard_round_trips_through_the_grafana_sdk_with_every_panel_intact() -> None:
     register_default_plugins()  # typed panel options and Prometheus queries, not raw dicts
-    original = _dashboard()
+    original = dashboard()
     model = Dashboard.from_json(original)
     again = json.loads(json.dumps(model, cls=JSONEncoder))
     assert again["uid"] == original["uid"]
@@ -138,11 +126,13 @@ def test_dashboard_round_trips_through_the_grafana_sdk_with_every_panel_intact()
 
 
 def test_dashboard_shows_every_agreed_panel() -> None:
-    assert {p["title"] for p in _panels(_dashboard()["panels"])} == PANELS
+    assert {p["title"] for p in dashboard_panels(dashboard()["panels"])} == PANELS
 
 
 # --- layout and sources ------------------------------------------------------------------------
-@pytest.mark.parametrize("panel", list(_panels(_dashboard()["panels"])), ids=lambda p: p["title"])
+@pytest.mark.parametrize(
+    "panel", list(dashboard_panels(dashboard()["panels"])), ids=lambda p: p["title"]
+)
 def test_every_panel_has_the_datasource_variable_a_place_and_queries(
     panel: dict[str, Any],
 ) -> None:
@@ -160,7 +150,7 @@ def test_every_panel_has_the_datasource_variable_a_place_and_queries(
 
 
 def test_no_two_panels_overlap() -> None:
-    placed = [(p["title"], p["gridPos"]) for p in _all_placed(_dashboard()["panels"])]
+    placed = [(p["title"], p["gridPos"]) for p in _all_placed(dashboard()["panels"])]
     for (a, ga), (b, gb) in combinations(placed, 2):
         apart = (ga["x"] + ga["w"] <= gb["x"] or gb["x"] + gb["w"] <= ga["x"]
                  or ga["y"] + ga["h"] <= gb["y"] or gb["y"] + gb["h"] <= ga["y"])
@@ -168,7 +158,7 @@ def test_no_two_panels_overlap() -> None:
 
 
 def test_panel_ids_are_unique() -> None:
-    ids = [p["id"] for p in _all_placed(_dashboard()["panels"])]
+    ids = [p["id"] for p in _all_placed(dashboard()["panels"])]
     assert len(ids) == len(set(ids))
 
 

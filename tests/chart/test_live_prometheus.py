@@ -13,24 +13,21 @@ operator's metrics (its own registry, one reconciled job) are scraped by Debian'
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from crescendo_operator.opmetrics import OperatorMetrics, job_conditions, job_series
 from crescendo_trainer.exporter import TrainerMetrics
 from prometheus_client import CollectorRegistry, start_http_server
 
+from tests.chart.render import RULES, alert_rules, dashboard, panel_queries
 from tests.chart.rules_promql import label_values_query, substitute
 from tests.prometheus_server import free_port, needs_prometheus, prometheus_server
 
-ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = json.loads((ROOT / "charts/crescendo/dashboards/crescendo.json").read_text())
+DASHBOARD = dashboard()
 NAMESPACE, JOB = "ml", "digits"
 VALUES = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h",
           "namespace": NAMESPACE, "job": JOB}
@@ -108,7 +105,6 @@ def broken_job_alerts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dic
         return alerts
 
 
-RULES = ROOT / "charts/crescendo/rules/crescendo-alerts.yaml"
 EXPECTED_ALERTS = (
     "CrescendoTrainerLossNotFinite",
     "CrescendoJobMetricsStale",
@@ -134,15 +130,7 @@ def _wait_for_two_scrapes(url: str) -> None:
         time.sleep(0.5)
 
 
-def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        if panel.get("type") != "row":
-            yield panel
-        yield from _panels(panel.get("panels", []))
-
-
-QUERIES = {f"{p['title']}/{t['refId']}": t["expr"]
-           for p in _panels(DASHBOARD["panels"]) for t in p.get("targets", [])}
+QUERIES = panel_queries()
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))
@@ -180,6 +168,5 @@ def test_prometheus_raises_the_alert_for_the_broken_job(
 
 def test_the_healthy_job_raises_no_alert(prometheus: str) -> None:
     # The healthy job's Prometheus has no rules loaded: evaluate each alert's expression.
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    for rule in (r for g in groups for r in g["rules"] if "alert" in r):
+    for rule in alert_rules():
         assert _query(prometheus, rule["expr"]) == [], rule["alert"]

@@ -16,20 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.chart.render import RULES, alert_rules
 from tests.chart.rules_promql import run_promtool, with_promtool
 
-ROOT = Path(__file__).resolve().parents[2]
-RULES = ROOT / "charts/crescendo/rules/crescendo-alerts.yaml"
 UNIT_TESTS = Path(__file__).with_name("rules_test.yaml")
 RUNBOOK = "https://github.com/crescendo-dev/crescendo/blob/main/docs/troubleshooting.md#"
 ANCHORS = {"unschedulable", "job-stuck-pending", "metricsstale", "rescale-pause", "restarts",
            "loss-nan"}
 JOB_IN_TEXT = "{{ $labels.crescendo_namespace }}/{{ $labels.crescendo_job }}"
-
-
-def _alerts() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
 def _unit_cases() -> list[dict[str, Any]]:
@@ -45,7 +39,7 @@ def test_rule_file_is_a_plain_rule_file_without_helm_templating() -> None:
     assert not re.search(r"\{\{-?\s*(\.|-|include|template|toYaml)", text)
 
 
-@pytest.mark.parametrize("alert", _alerts(), ids=lambda a: str(a["alert"]))
+@pytest.mark.parametrize("alert", alert_rules(), ids=lambda a: str(a["alert"]))
 def test_every_alert_has_for_severity_and_annotations_naming_job_and_value(
     alert: dict[str, Any],
 ) -> None:
@@ -59,13 +53,13 @@ def test_every_alert_has_for_severity_and_annotations_naming_job_and_value(
 
 
 def test_alerts_link_every_runbook_anchor() -> None:
-    used = {a["annotations"]["runbook_url"].removeprefix(RUNBOOK) for a in _alerts()}
+    used = {a["annotations"]["runbook_url"].removeprefix(RUNBOOK) for a in alert_rules()}
     assert used == ANCHORS
 
 
 def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
     cases = _unit_cases()
-    for name in (str(a["alert"]) for a in _alerts()):
+    for name in (str(a["alert"]) for a in alert_rules()):
         mine = [c for c in cases if c["alertname"] == name]
         assert any(c.get("exp_alerts") for c in mine), f"{name} is never shown firing"
         assert any(not c.get("exp_alerts") for c in mine), f"{name} is never shown silent"
@@ -75,7 +69,7 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
 def test_promtool_accepts_the_rule_file() -> None:
     result = run_promtool("check", "rules", RULES)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(_alerts())} rules found" in result.stdout
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
 
 
 @with_promtool

@@ -22,7 +22,7 @@ class Progress:
     step: int = 0  # optimizer steps completed
     epoch: int = 0
     position: int = 0  # samples of this epoch's permutation consumed
-    samples_seen: int = 0
+    samples_seen: int = 0  # for reading a checkpoint; the exporter counts per process
     world_size: int = 1  # world size of the last completed step
     last_step_time: float = 0.0  # wall clock of the last completed step (pause measurement)
     accuracy: float | None = None

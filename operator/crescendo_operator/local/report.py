@@ -22,7 +22,6 @@ class Summary:
     wall_seconds: float
     final_accuracy: float | None
     final_batch: int | None
-    max_world: int
     rescales: list[Restart]
     decisions: list[str]
     monotonic: bool
@@ -41,7 +40,6 @@ def summarize(records: list[dict[str, Any]], wall_seconds: float) -> Summary:
         wall_seconds=wall_seconds,
         final_accuracy=evals[-1]["accuracy"] if evals else None,
         final_batch=steps[-1]["batch"] if steps else None,
-        max_world=max((r["world"] for r in steps), default=0),
         rescales=[r for r in restarts(records) if r.rescale],
         decisions=[r["reason"] for r in records if r["kind"] == "decision"],
         monotonic=steps_monotonic(records),

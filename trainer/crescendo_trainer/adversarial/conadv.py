@@ -26,7 +26,6 @@ DECIDE, the concurrency:
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -118,7 +117,6 @@ class ConAdv:
             else None
         )
         self._events: dict[int, torch.cuda.Event] = {}
-        self.wait_seconds = 0.0  # time the trainer spent blocked in `take` (the unhidden part)
         self.history: list[tuple[int, int]] = []  # (step, weight version) of every batch taken
 
     # -- the step protocol ------------------------------------------------------------------
@@ -139,13 +137,11 @@ class ConAdv:
         """The adversarial copy of the batch of `step` (waits for it if it is still being made)."""
         if step not in self._pending:
             raise KeyError(f"no adversarial batch was started for step {step}")
-        started = time.perf_counter()
         item = self._pending.pop(step)
         result = item.result() if isinstance(item, Future) else item
         if self._stream is not None:
             torch.cuda.current_stream().wait_event(self._events.pop(step))
             result.inputs.record_stream(torch.cuda.current_stream())
-        self.wait_seconds += time.perf_counter() - started
         self.history.append((step, result.weight_version))
         return result
 
