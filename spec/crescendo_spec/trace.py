@@ -61,7 +61,13 @@ class Restart:
 
     @property
     def lost_steps(self) -> int:
-        return self.last_step - self.resume_step
+        """Steps done before the restart and done again after it (the trainer's rule too).
+
+        The checkpoint can be one step ahead of the trace: when the tracing rank dies after the
+        gradient all-reduce of a step but before its loss all-reduce, a survivor has applied that
+        step and saves it, yet no one traced it. Nothing is redone then, so the loss is 0.
+        """
+        return max(0, self.last_step - self.resume_step)
 
     @property
     def rescale(self) -> bool:
