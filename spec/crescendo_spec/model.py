@@ -155,7 +155,9 @@ class Optimizer(_Spec):
 
 
 class Adversarial(_Spec):
-    method: Literal["none", "fgsm", "pgd", "conadv"] = Field("none", description="Attack.")
+    method: Literal["none", "fgsm", "pgd", "conadv"] = Field(
+        "none", description="FGSM or PGD on a share of each batch, or ConAdv (stale weights)."
+    )
     epsilon: float = Field(0.005, ge=0.0, le=1.0, description="L∞ radius (inputs in [0,1]).")
     ratio: float = Field(0.2, ge=0.0, le=1.0, description="Share of each micro-batch perturbed.")
     steps: int = Field(1, ge=1, le=1_000, description="PGD iterations.")
@@ -278,6 +280,14 @@ class JobSpec(_Spec):
     def _consistent(self) -> JobSpec:
         if self.epochs is None and self.max_steps is None:
             raise ValueError("one of epochs or maxSteps is required")
+        if self.batch.policy == "absa" and self.adversarial.method not in ("none", "fgsm"):
+            # ABSA's share of FGSM samples is part of its method; another attack would be
+            # ignored or doubled, so it is refused.
+            raise ValueError(
+                f"adversarial.method {self.adversarial.method!r} cannot be used with batch.policy "
+                "'absa', which makes its own adversarial samples (FGSM on adversarial.ratio of "
+                "each block): use none or fgsm"
+            )
         return self
 
     @property

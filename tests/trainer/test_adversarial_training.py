@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from crescendo_spec import SpecError
+from crescendo_spec import SpecError, parse_spec
 from crescendo_spec.model import AbsaSettings, Adversarial
 from crescendo_trainer.adversarial.training import AdversarialTraining
 from crescendo_trainer.policies.absa import AbsaPolicy
@@ -43,6 +43,17 @@ def test_no_attack_without_a_method_or_a_policy_share() -> None:
     assert rule.apply(model(), x, torch.zeros(8, dtype=torch.long), 0.0, 0, 3) is x
 
 
-def test_conadv_in_the_elastic_loop_is_refused_with_the_field_named() -> None:
-    with pytest.raises(SpecError, match=r"spec\.adversarial\.method: 'conadv'"):
-        AdversarialTraining(Adversarial(method="conadv"), FixedPolicy(8, 8), block=8, seed=0)
+def test_conadv_trains_on_a_whole_adversarial_copy_so_it_replaces_no_rows() -> None:
+    rule = AdversarialTraining(Adversarial(method="conadv"), FixedPolicy(8, 8), block=8, seed=0)
+    x = torch.rand(8, 1, 4, 4)
+    assert rule.ratio(8, 0) == 0.5
+    assert rule.apply(model(), x, torch.zeros(8, dtype=torch.long), 0.5, 0, 3) is x
+
+
+@pytest.mark.parametrize("method", ["pgd", "conadv"])
+def test_absa_with_another_attack_is_refused_naming_both_fields(method: str) -> None:
+    spec = {"maxSteps": 10, "batch": {"policy": "absa", "initial": 32, "max": 64},
+            "adversarial": {"method": method}}
+    with pytest.raises(SpecError, match=rf"adversarial\.method '{method}' .* batch\.policy 'absa'"):
+        parse_spec(spec)
+    parse_spec({**spec, "adversarial": {"method": "fgsm"}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -166,3 +167,35 @@ def test_gradient_noise_scale_is_measured_through_the_ddp_hook_at_world_2(
     assert at_world_2 and all(v > 0 for v in at_world_2), "no noise scale from the DDP hook"
     assert {r["code"] for r in records if r["kind"] == "decision"} == {"noise_scale"}
     assert steps_monotonic(records)
+
+
+def test_conadv_trains_through_a_rescale_and_a_batch_change(
+    local_job: Callable[[JobSpec], LocalJob],
+) -> None:
+    spec = small_job(
+        maxSteps=None, epochs=3,
+        batch={"initial": 32, "max": 128, "perGpuMax": 16, "policy": "adabatch",
+               "adabatch": {"resizeEveryEpochs": 1}},
+        adversarial={"method": "conadv", "epsilon": 0.03, "staleness": 1},
+    )
+    job = local_job(spec)
+    job.add(0)
+    job.wait_for("10 steps at world 1", lambda: len(job.steps(world=1)) >= 10)
+    scraped = {s.name: s.value for family in text_string_to_metric_families(job.scrape(0))
+               for s in family.samples}
+    assert scraped[contract.METRIC_ADVERSARIAL_RATIO] == 0.5
+    job.add(1)
+    assert job.agents[0].wait(timeout=240) == 0, job.logs()
+    assert job.agents[1].wait(timeout=30) == 0, job.logs()
+
+    records = job.trace()
+    assert records[-1]["kind"] == "done" and steps_monotonic(records)
+    assert [(r.old_world, r.world) for r in restarts(records)] == [(1, 2)]
+    decisions = [(r["old"], r["new"]) for r in records if r["kind"] == "decision"]
+    assert decisions == [(32, 64), (64, 128)]
+    assert {r["world"] for r in job.steps() if r["batch"] > 32} == {2}
+    log = job.paths.log(0).read_text()  # rank 0 logs at INFO; before the rescale and after it
+    for world in (1, 2):
+        assert f"rank0/{world} INFO ConAdv: staleness 1, attack made on the thread backend" in log
+    assert all(math.isfinite(r["loss"]) for r in job.steps() if r["loss"] is not None)
+    assert records[-1]["accuracy"] >= 0.9, records[-1]

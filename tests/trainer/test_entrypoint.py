@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from crescendo_trainer import checkpoint, high_water
 from crescendo_trainer.high_water import Mark
 from crescendo_trainer.progress import Progress
+from torch import Tensor
 
 
 def run_trainer(tmp_path: Path, spec: dict[str, object]) -> subprocess.CompletedProcess[str]:
@@ -93,3 +95,23 @@ def test_steps_beyond_the_checkpoint_are_counted_lost_once_and_carried_in_checkp
     saved = checkpoint.read(checkpoint.checkpoint_path(ckpt, 6))
     assert Progress.from_state_dict(saved["progress"]).lost_steps == 4
     assert high_water.read(ckpt) == Mark(6, 4)
+
+
+def trained_weights(tmp_path: Path, name: str, adversarial: dict[str, object]) -> list[Tensor]:
+    ckpt = tmp_path / name
+    # mlp: no BatchNorm, whose running statistics the second (adversarial) forward would move.
+    spec = {**BASE, "model": "mlp", "maxSteps": 6, "checkpoint": {"dir": str(ckpt)},
+            "adversarial": adversarial}
+    done = run_trainer(tmp_path, spec)
+    assert done.returncode == 0, done.stderr
+    return list(checkpoint.read(checkpoint.checkpoint_path(ckpt, 6))["model"].values())
+
+
+def test_conadv_trains_on_its_copies_weighted_half_each(tmp_path: Path) -> None:
+    plain = trained_weights(tmp_path, "none", {"method": "none"})
+    # ε = 0: every copy equals its clean batch, so ½·L(x) + ½·L(copy) is plain training's loss.
+    unperturbed = trained_weights(tmp_path, "eps0", {"method": "conadv", "epsilon": 0.0})
+    perturbed = trained_weights(tmp_path, "eps", {"method": "conadv", "epsilon": 0.1})
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-6)
+               for a, b in zip(plain, unperturbed, strict=True))
+    assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(plain, perturbed, strict=True))

@@ -91,7 +91,8 @@ class TrainerMetrics:
         self.hessian_trace = gauge(contract.METRIC_HESSIAN_TRACE, "Hutchinson Hessian trace.")
         self.noise_scale = gauge(contract.METRIC_NOISE_SCALE, "Gradient noise scale B_simple.")
         self.adversarial_ratio = gauge(
-            contract.METRIC_ADVERSARIAL_RATIO, "Share of each micro-batch perturbed."
+            contract.METRIC_ADVERSARIAL_RATIO,
+            "Share of the samples trained on that are adversarial (ConAdv: 0.5).",
         )
         self.budget_reached = gauge(
             contract.METRIC_BUDGET_DONE, "1 once the step/epoch budget is done."

@@ -29,6 +29,7 @@ from crescendo_spec.trace import TraceWriter
 from torch import nn
 
 from crescendo_trainer import checkpoint, distributed, high_water
+from crescendo_trainer.adversarial.feed import ConAdvFeed, conadv_backward
 from crescendo_trainer.adversarial.training import AdversarialTraining
 from crescendo_trainer.batching import layout, loss_scale
 from crescendo_trainer.datasets import TensorDataset, load_dataset
@@ -92,6 +93,11 @@ class Trainer:
         self.adversarial = AdversarialTraining(
             spec.adversarial, self.policy, block=spec.batch.initial, seed=spec.seed
         )
+        self.conadv = (
+            ConAdvFeed(spec.adversarial, self.module, self.sampler, self.data, self.device,
+                       seed=spec.seed * 7919 + env.rank)  # the attack's draws differ by rank
+            if spec.adversarial.method == "conadv" else None
+        )
         self.noise = GradientNoise(self.policy)
         self.lr_rule = LrRule.from_spec(spec.learning_rate, spec.batch.initial)
         self.progress = Progress(global_batch=spec.batch.initial, world_size=self.world)
@@ -99,7 +105,6 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(reduction="sum")
         self.resumed_from: Progress | None = None
         self.startup["model"] = time.perf_counter()
-        self._permutation: tuple[int, torch.Tensor] | None = None
         self.traced_step = 0  # the last step written to the trace
         self.mark_writer: HighWaterWriter | None = None  # rank 0's, once restored
 
@@ -167,14 +172,21 @@ class Trainer:
         self.metrics.adversarial_ratio.set(ratio)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        copies = None if self.conadv is None else self.conadv.adversarial_chunks(
+            p.step, p.epoch, p.position, plan, self.env.rank)
         loss_sum = torch.zeros((), dtype=torch.float64)
         for i, index in enumerate(chunks):
             x = self.data.train_x[index].to(self.device, non_blocking=True)
             y = self.data.train_y[index].to(self.device, non_blocking=True)
-            x = self.adversarial.apply(self.module, x, y, ratio, p.step, self.data.num_classes)
-            with distributed.no_sync_unless(i == len(chunks) - 1, self.model):
-                loss = self.criterion(self.model(x), y)
-                (loss * scale).backward()
+            last = i == len(chunks) - 1
+            if copies is not None:  # ConAdv: the clean micro-batch and its adversarial copy
+                loss = conadv_backward(self.model, self.criterion, (x, y), copies[i], scale, last)
+            else:
+                x = self.adversarial.apply(self.module, x, y, ratio, p.step,
+                                           self.data.num_classes)
+                with distributed.no_sync_unless(last, self.model):
+                    loss = self.criterion(self.model(x), y)
+                    (loss * scale).backward()
             loss_sum += loss.detach().double().cpu()
         params = list(self.module.parameters())
         self.noise.observe(params, plan.share(self.env.rank), p.global_batch)
@@ -328,6 +340,13 @@ class Trainer:
         self.wrap()
         self.startup["ddp"] = time.perf_counter()
         self.publish_batch()
+        try:
+            return self.loop()
+        finally:
+            if self.conadv is not None:
+                self.conadv.close()
+
+    def loop(self) -> Outcome:
         throughput = Throughput()
         while not self.budget_reached():
             try:
@@ -356,7 +375,7 @@ class Trainer:
         if not self.sampler.has_room(p.position, p.global_batch):
             p.epoch, p.position = p.epoch + 1, 0
             return None
-        result = self.train_step(self.permutation())
+        result = self.train_step(self.sampler.permutation(p.epoch))
         if not math.isfinite(result.loss):
             log.warning("loss is %s at step %d", result.loss, p.step)
         epoch_end = not self.sampler.has_room(p.position, p.global_batch)
@@ -376,10 +395,3 @@ class Trainer:
         elif p.step % self.spec.checkpoint.every_steps == 0:
             self.save("every steps")
         return None
-
-    def permutation(self) -> torch.Tensor:
-        """This epoch's sample order (cached: one randperm per epoch, not per step)."""
-        epoch = self.progress.epoch
-        if self._permutation is None or self._permutation[0] != epoch:
-            self._permutation = (epoch, self.sampler.permutation(epoch))
-        return self._permutation[1]

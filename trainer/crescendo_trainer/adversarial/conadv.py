@@ -145,6 +145,13 @@ class ConAdv:
         self.history.append((step, result.weight_version))
         return result
 
+    def discard(self) -> None:
+        """Drop the batches started so far: the batch size or layout changed, so the steps
+        ahead take other samples. The next `begin_step` starts them again from its weights."""
+        self._drain()
+        self._pending.clear()
+        self._events.clear()
+
     def close(self) -> None:
         """Finish in-flight work and stop the worker."""
         self._drain()

@@ -5,17 +5,17 @@ Owns the rule that joins the spec and the policy: ABSA's policy sets the share i
 `adversarial.method` fgsm or pgd perturbs `adversarial.ratio` of every block of B0 samples. The
 first ⌊r·B0⌋ rows of each block are replaced (mixing.perturbed_mask), attacks run on the
 unwrapped module in eval mode and no gradient flows through them into the weight update.
-ConAdv (adversarial examples from stale weights, computed concurrently) needs a look-ahead of
-future batches that the elastic loop does not provide yet: a job asking for it is refused.
+ConAdv (adversarial examples from stale weights, computed concurrently) replaces no rows: it
+trains on the clean batch and an adversarial copy of all of it (feed.py), ratio ½.
 """
 
 from __future__ import annotations
 
 import torch
-from crescendo_spec import SpecError
 from crescendo_spec.model import Adversarial
 from torch import Tensor, nn
 
+from crescendo_trainer.adversarial.feed import CONADV_RATIO
 from crescendo_trainer.adversarial.mixing import mix_fgsm, perturbed_mask
 from crescendo_trainer.adversarial.pgd import pgd, random_wrong_labels
 from crescendo_trainer.policies.base import BatchSizePolicy
@@ -23,11 +23,6 @@ from crescendo_trainer.policies.base import BatchSizePolicy
 
 class AdversarialTraining:
     def __init__(self, spec: Adversarial, policy: BatchSizePolicy, block: int, seed: int) -> None:
-        if spec.method == "conadv":
-            raise SpecError([
-                "spec.adversarial.method: 'conadv' runs in bench/algorithms.py but not yet in "
-                "the elastic trainer; use none, fgsm or pgd"
-            ])
         self.spec, self.policy, self.block, self.seed = spec, policy, block, seed
 
     def ratio(self, global_batch: int, epoch: int) -> float:
@@ -35,13 +30,16 @@ class AdversarialTraining:
         from_policy = self.policy.adversarial_ratio(global_batch, epoch)
         if from_policy is not None:
             return from_policy
+        if self.spec.method == "conadv":
+            return CONADV_RATIO
         return self.spec.ratio if self.spec.method in ("fgsm", "pgd") else 0.0
 
     def apply(
         self, module: nn.Module, x: Tensor, y: Tensor, ratio: float, step: int, num_classes: int
     ) -> Tensor:
-        """`x` with its share of rows replaced by adversarial examples."""
-        if ratio <= 0.0:
+        """`x` with its share of rows replaced by adversarial examples (ConAdv's copies are made
+        by its own pipeline, feed.py, and leave `x` as it is)."""
+        if ratio <= 0.0 or self.spec.method == "conadv":
             return x
         if self.spec.method != "pgd":  # ABSA and fgsm
             return mix_fgsm(module, x, y, ratio=ratio, block=self.block,
