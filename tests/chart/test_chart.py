@@ -7,6 +7,7 @@ Operator kinds have no offline schema: their fields are checked here by hand).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from tests.chart.render import (
     NAMESPACE,
     ROOT,
     RULES,
+    alert_rules,
     helm,
     of_kind,
     one,
@@ -242,6 +244,31 @@ def test_prometheus_rule_embeds_the_rule_file_verbatim() -> None:
     objects = render([CHART / "ci/prometheusrule-values.yaml"])
     rules = yaml.safe_load(RULES.read_text())
     assert one(objects, "PrometheusRule")["spec"] == rules
+
+
+def test_prometheus_rule_leaves_out_disabled_alerts_and_labels_the_rest_keeping_severity() -> None:
+    objects = render([CHART / "ci/prometheusrule-values.yaml"], [
+        "prometheusRule.disabled={CrescendoJobWorkerRestartsClimbing,CrescendoJobMetricsStale}",
+        "prometheusRule.ruleLabels.team=ml-platform",
+        "prometheusRule.ruleLabels.severity=page",
+    ])
+    rendered = [rule for group in one(objects, "PrometheusRule")["spec"]["groups"]
+                for rule in group["rules"]]
+    expected = [rule for rule in alert_rules() if rule["alert"] not in
+                {"CrescendoJobWorkerRestartsClimbing", "CrescendoJobMetricsStale"}]
+    assert [r["alert"] for r in rendered] == [r["alert"] for r in expected]
+    for mine, original in zip(rendered, expected, strict=True):
+        assert mine["labels"] == {**original["labels"], "team": "ml-platform"}
+        assert {k: v for k, v in mine.items() if k != "labels"} == {
+            k: v for k, v in original.items() if k != "labels"}
+
+
+def test_only_alerts_of_the_rule_file_can_be_disabled() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    allowed = schema["properties"]["prometheusRule"]["properties"]["disabled"]["items"]["enum"]
+    assert sorted(allowed) == sorted(rule["alert"] for rule in alert_rules())
+    result = template_text(sets=["prometheusRule.disabled={CrescendoJobStuckPendng}"])
+    assert result.returncode != 0 and "prometheusRule.disabled" in result.stderr, result.stderr
 
 
 def test_dashboard_config_map_holds_each_dashboard_for_the_grafana_sidecar() -> None:
