@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 def test_replicas_follow_the_policy_and_the_run_completes_with_no_lost_step(
     tmp_path: Path,
 ) -> None:
-    job, run_dir = write_job(tmp_path / "job.yaml"), tmp_path / "run"
+    # A run directory longer than a console line: its paths must still print on one line each.
+    job, run_dir = write_job(tmp_path / "job.yaml"), tmp_path / ("run-" + "x" * 80)
     result = run_local(str(job), "--run-dir", str(run_dir), "--max-replicas", "2")
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -42,6 +43,7 @@ def test_replicas_follow_the_policy_and_the_run_completes_with_no_lost_step(
     assert status["desiredGlobalBatchSize"] == 64 and status["rescales"] == 1
     assert (run_dir / "plot.png").stat().st_size > 10_000
     assert f"plot: {run_dir / 'plot.png'}" in result.stdout
+    assert f"status: {run_dir / 'status.json'}" in result.stdout
     assert leftovers(run_dir) == []
 
 

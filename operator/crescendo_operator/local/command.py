@@ -65,7 +65,9 @@ def pin(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    console = Console()
+    # soft_wrap: a long line (a run directory's path) stays one line in a pipe or a log, where
+    # rich would otherwise break it at 80 columns and copy-paste or grep would get half a path.
+    console = Console(soft_wrap=True)
     if args.max_replicas is not None and args.max_replicas < 1:
         console.print("--max-replicas must be >= 1", style="red")
         return EXIT_INVALID

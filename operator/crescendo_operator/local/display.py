@@ -34,7 +34,7 @@ class Display:
         if self._live is not None:
             self._live.update(Text(line), refresh=True)
         elif line != self._last_line and time.monotonic() - self._last_plain > PLAIN_PERIOD_SECONDS:
-            self.console.print(line, highlight=False, soft_wrap=True)
+            self.console.print(line, highlight=False)
             self._last_plain, self._last_line = time.monotonic(), line
 
     def event(self, message: str) -> None:
