@@ -8,9 +8,11 @@ applied at once through accumulation, checkpointed, and exported as the desired 
 operator turns into replicas. On a stop (SIGTERM) rank 0 checkpoints the last completed step;
 when a collective fails because a peer left, every node's first process does the same before
 exiting (rank 0 may be the one that left), so the restart at the new world size loses no step.
-A process killed between checkpoints does lose steps: rank 0 records every completed step in
-the high-water record (high_water.py), and a restart counts the steps beyond its checkpoint
-(lost_steps.py) into the crescendo_trainer_lost_steps_total counter.
+With ConAdv the adversarial copies of the coming steps' batches are made from stale weights while
+the step runs (adversarial/feed.py). A process killed between checkpoints does lose steps:
+rank 0 records every completed step in the high-water record (high_water.py), and a restart
+counts the steps beyond its checkpoint (lost_steps.py) into the crescendo_trainer_lost_steps_total
+counter.
 """
 
 from __future__ import annotations
@@ -178,15 +180,8 @@ class Trainer:
         for i, index in enumerate(chunks):
             x = self.data.train_x[index].to(self.device, non_blocking=True)
             y = self.data.train_y[index].to(self.device, non_blocking=True)
-            last = i == len(chunks) - 1
-            if copies is not None:  # ConAdv: the clean micro-batch and its adversarial copy
-                loss = conadv_backward(self.model, self.criterion, (x, y), copies[i], scale, last)
-            else:
-                x = self.adversarial.apply(self.module, x, y, ratio, p.step,
-                                           self.data.num_classes)
-                with distributed.no_sync_unless(last, self.model):
-                    loss = self.criterion(self.model(x), y)
-                    (loss * scale).backward()
+            copy = None if copies is None else copies[i]
+            loss = self.micro_step(x, y, copy, ratio, scale, last=i == len(chunks) - 1)
             loss_sum += loss.detach().double().cpu()
         params = list(self.module.parameters())
         self.noise.observe(params, plan.share(self.env.rank), p.global_batch)
@@ -206,6 +201,21 @@ class Trainer:
             seconds=time.perf_counter() - started,
             accumulation=plan.accumulation,
         )
+
+    def micro_step(
+        self, x: torch.Tensor, y: torch.Tensor, copy: torch.Tensor | None, ratio: float,
+        scale: float, last: bool,
+    ) -> torch.Tensor:
+        """Forward and backward of one micro-batch (all-reduced when `last`); its summed loss.
+        With ConAdv, `copy` is the batch's adversarial copy and the loss ½·clean + ½·copy."""
+        if copy is not None:
+            return conadv_backward(self.model, self.criterion, (x, y), copy, scale, last)
+        x = self.adversarial.apply(self.module, x, y, ratio, self.progress.step,
+                                   self.data.num_classes)
+        with distributed.no_sync_unless(last, self.model):
+            loss: torch.Tensor = self.criterion(self.model(x), y)
+            (loss * scale).backward()  # type: ignore[no-untyped-call]
+        return loss
 
     # --- around the step ----------------------------------------------------------------------
     def budget_reached(self) -> bool:
