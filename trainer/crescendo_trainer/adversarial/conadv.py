@@ -127,11 +127,18 @@ class ConAdv:
                 f"ConAdv needs the batches of steps {step}..{step + self.staleness} "
                 f"(τ + 1 = {self.staleness + 1}), got {len(future)}"
             )
+        self.begin_step_on_demand(step, lambda wanted: future[wanted - step])
+
+    def begin_step_on_demand(
+        self, step: int, batch_of: Callable[[int], tuple[Tensor, Tensor]]
+    ) -> None:
+        """`begin_step`, asking `batch_of(s)` only for the steps s in step..step+τ not started
+        yet: in steady state one batch per step, so a caller need not gather τ of them again."""
         self._refresh(step)
-        for offset in range(self.staleness + 1):
-            if step + offset not in self._pending:
-                inputs, labels = future[offset]
-                self._submit(step + offset, inputs, labels)
+        for wanted in range(step, step + self.staleness + 1):
+            if wanted not in self._pending:
+                inputs, labels = batch_of(wanted)
+                self._submit(wanted, inputs, labels)
 
     def take(self, step: int) -> AdversarialBatch:
         """The adversarial copy of the batch of `step` (waits for it if it is still being made)."""

@@ -68,8 +68,10 @@ class ConAdvFeed:
         starts = self.sampler.upcoming_starts(
             epoch, position, plan.global_batch, self.pipeline.staleness + 1
         )
-        future = [self._local_batch(e, pos, plan, rank) for e, pos in starts]
-        self.pipeline.begin_step(step, future)
+        # Only the steps not started yet are gathered (one per step once the pipeline is full).
+        self.pipeline.begin_step_on_demand(
+            step, lambda wanted: self._local_batch(*starts[wanted - step], plan, rank)
+        )
         made = self.pipeline.take(step)
         return list(torch.split(made.inputs, list(plan.micro_sizes[rank])))
 
