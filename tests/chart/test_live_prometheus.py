@@ -77,10 +77,10 @@ def _scrape(trainers: list[str], operator: str) -> str:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A healthy, running job."""
-    scrape = _scrape([_trainer_pod(), _trainer_pod()],
-                     _operator([{"type": "Running", "status": "True"}]))
+    trainers = [_trainer_pod(), _trainer_pod()]
+    scrape = _scrape(trainers, _operator([{"type": "Running", "status": "True"}]))
     with prometheus_server(tmp_path_factory.mktemp("prometheus"), scrape) as url:
-        _wait_for_two_scrapes(url)
+        _wait_for_two_scrapes(url, targets=len(trainers) + 1)
         yield url
 
 
@@ -89,13 +89,14 @@ def broken_job_alerts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dic
     """The alerts Prometheus raises (pending or firing) for a job that is in every kind of
     trouble a static sample can show, by alert name: their labels."""
     nan = float("nan")
+    trainers = [_trainer_pod(loss=nan, pause=900.0), _trainer_pod(loss=nan, pause=900.0)]
     scrape = _scrape(
-        [_trainer_pod(loss=nan, pause=900.0), _trainer_pod(loss=nan, pause=900.0)],
+        trainers,
         _operator([{"type": "Running", "status": "False"},
                    {"type": "MetricsStale", "status": "True"}], unschedulable=1),
     )
     with prometheus_server(tmp_path_factory.mktemp("prometheus"), scrape, [RULES]) as url:
-        _wait_for_two_scrapes(url)
+        _wait_for_two_scrapes(url, targets=len(trainers) + 1)
         deadline = time.monotonic() + 15
         alerts: dict[str, dict[str, str]] = {}
         while len(alerts) < len(EXPECTED_ALERTS) and time.monotonic() < deadline:
@@ -121,11 +122,13 @@ def _query(url: str, expr: str) -> list[dict[str, Any]]:
     return list(body["data"]["result"])
 
 
-def _wait_for_two_scrapes(url: str) -> None:
-    """rate() and increase() need two samples of a series inside their window."""
+def _wait_for_two_scrapes(url: str, targets: int) -> None:
+    """rate() and increase() need two samples of a series inside their window, from every
+    target: Prometheus scrapes each at its own offset, so one target's two samples say nothing
+    of another's (the trainers' decision counters once had a single sample here)."""
     deadline = time.monotonic() + 30
-    expr = "count_over_time(crescendo_operator_jobs[1m]) >= 2"
-    while not _query(url, expr):
+    expr = "count_over_time(up[1m]) >= 2"
+    while len(_query(url, expr)) < targets:
         assert time.monotonic() < deadline, "prometheus scraped too few samples in 30 s"
         time.sleep(0.5)
 
