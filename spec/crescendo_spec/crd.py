@@ -50,7 +50,18 @@ _CEL_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
         {
             "rule": "has(self.epochs) || has(self.maxSteps)",
             "message": "one of epochs or maxSteps is required",
-        }
+        },
+        {
+            "rule": "[has(self.command), has(self.script), has(self.module)]"
+            ".filter(x, x).size() <= 1",
+            "message": "set at most one of command, script or module",
+        },
+        {
+            "rule": "has(self.command) || has(self.script) || has(self.module) || "
+            "((self.model == 'gpt') == (self.dataset == 'python-stdlib'))",
+            "message": "model gpt trains on a token corpus (python-stdlib), the other models "
+            "on image data sets",
+        },
     ],
     ("replicas",): [
         {"rule": "self.min <= self.max", "message": "min must be <= max"},

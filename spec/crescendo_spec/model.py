@@ -15,10 +15,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 # A user's own model or data set: "package.module:function".
-BUILTIN_MODELS = ("cnn", "mlp")
-BUILTIN_DATASETS = ("digits", "mnist5k", "fashion-mnist")
-MODEL_REF = r"^(cnn|mlp|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
-DATASET_REF = r"^(digits|mnist5k|fashion-mnist|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
+# The one list of built-in names: the reference patterns, the CRD and the messages derive from it.
+# "gpt" and "python-stdlib" are the causal language-modelling task (a model and a token corpus);
+# the others are image classification.
+BUILTIN_MODELS = ("cnn", "mlp", "gpt")
+BUILTIN_DATASETS = ("digits", "mnist5k", "fashion-mnist", "python-stdlib")
+LANGUAGE_DATASETS = ("python-stdlib",)
+_USER_REF = r"[A-Za-z_][\w.]*:[A-Za-z_]\w*"
+MODEL_REF = rf"^({'|'.join(BUILTIN_MODELS)}|{_USER_REF})$"
+DATASET_REF = rf"^({'|'.join(BUILTIN_DATASETS)}|{_USER_REF})$"
+# A user's torchrun script (a .py path inside the image) or module (`python -m` name).
+SCRIPT_PATH = r"^[\w./-]+\.py$"
+MODULE_NAME = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
 
 
 class _Spec(BaseModel):
@@ -167,6 +175,20 @@ class Adversarial(_Spec):
     staleness: int = Field(1, ge=0, le=1_000, description="ConAdv τ: weight version lag.")
 
 
+class Language(_Spec):
+    """Causal language modelling (model gpt on a token corpus): sequences and evaluation."""
+
+    seq_len: int = Field(
+        64, ge=8, le=8192, description="Tokens per training sequence; the batch counts sequences."
+    )
+    eval_every_steps: int = Field(
+        100, ge=1, le=10_000_000, description="Steps between validation-loss evaluations."
+    )
+    eval_sequences: int = Field(
+        256, ge=1, le=1 << 20, description="Validation sequences per evaluation."
+    )
+
+
 class Checkpoint(_Spec):
     dir: str = Field("/checkpoints", min_length=1, description="Directory all replicas share.")
     volume: dict[str, Any] | None = Field(
@@ -224,6 +246,17 @@ class JobSpec(_Spec):
 
     image: str = Field("crescendo/trainer:0.1.0", min_length=1, description="Trainer image.")
     command: list[str] | None = Field(None, description="Overrides the torchrun command.")
+    script: str | None = Field(
+        None,
+        json_schema_extra={"pattern": SCRIPT_PATH},
+        description="The user's training script (a .py path in the image) that torchrun runs "
+        "instead of the built-in trainer.",
+    )
+    module: str | None = Field(
+        None,
+        json_schema_extra={"pattern": MODULE_NAME},
+        description="The user's training module, run as `torchrun ... -m module`.",
+    )
     args: list[str] | None = Field(None, description="Overrides the trainer arguments.")
     template: dict[str, Any] = Field(
         default_factory=dict, description="Pod spec fields merged into every worker pod."
@@ -242,12 +275,15 @@ class JobSpec(_Spec):
         Adversarial(), description="Adversarial training: attack, strength and share."
     )
     model: str = Field(
-        "cnn", json_schema_extra={"pattern": MODEL_REF}, description="cnn, mlp or module:function."
+        "cnn", json_schema_extra={"pattern": MODEL_REF}, description="cnn, mlp, gpt or module:function."
     )
     dataset: str = Field(
         "digits",
         json_schema_extra={"pattern": DATASET_REF},
-        description="digits, mnist5k, fashion-mnist or module:function.",
+        description="digits, mnist5k, fashion-mnist, python-stdlib or module:function.",
+    )
+    language: Language = Field(
+        Language(), description="Causal language modelling: sequence length and evaluation."
     )
     epochs: int | None = Field(None, ge=1, le=100_000, description="Training budget in epochs.")
     max_steps: int | None = Field(None, ge=1, le=100_000_000, description="Budget in steps.")
@@ -276,10 +312,39 @@ class JobSpec(_Spec):
             raise ValueError(f"must be one of {', '.join(BUILTIN_DATASETS)} or 'module:function'")
         return value
 
+    @field_validator("script")
+    @classmethod
+    def _script_path(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(SCRIPT_PATH, value):
+            raise ValueError("must be a relative or absolute path to a .py file")
+        return value
+
+    @field_validator("module")
+    @classmethod
+    def _module_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(MODULE_NAME, value):
+            raise ValueError("must be a dotted Python module name (package.module)")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
         if self.epochs is None and self.max_steps is None:
             raise ValueError("one of epochs or maxSteps is required")
+        entrypoints = [k for k, v in (("command", self.command), ("script", self.script),
+                                      ("module", self.module)) if v is not None]
+        if len(entrypoints) > 1:
+            raise ValueError(
+                f"{' and '.join(entrypoints)} cannot be combined: set at most one of command, "
+                "script or module"
+            )
+        language_model = self.model == "gpt"
+        language_data = self.dataset in LANGUAGE_DATASETS
+        if self.entrypoint_is_builtin and language_model != language_data:
+            raise ValueError(
+                f"model {self.model!r} and dataset {self.dataset!r} do not fit: model gpt "
+                f"trains on a token corpus ({', '.join(LANGUAGE_DATASETS)}), the other models "
+                "on image data sets"
+            )
         if self.batch.policy == "absa" and self.adversarial.method not in ("none", "fgsm"):
             # ABSA's share of FGSM samples is part of its method; another attack would be
             # ignored or doubled, so it is refused.
@@ -289,6 +354,15 @@ class JobSpec(_Spec):
                 "each block): use none or fgsm"
             )
         return self
+
+    @property
+    def entrypoint_is_builtin(self) -> bool:
+        """Whether the replicas run the built-in trainer (not a user's command, script or module)."""
+        return self.command is None and self.script is None and self.module is None
+
+    @property
+    def is_language_model(self) -> bool:
+        return self.model == "gpt"
 
     @property
     def procs_per_replica(self) -> int:
