@@ -275,7 +275,9 @@ class JobSpec(_Spec):
         Adversarial(), description="Adversarial training: attack, strength and share."
     )
     model: str = Field(
-        "cnn", json_schema_extra={"pattern": MODEL_REF}, description="cnn, mlp, gpt or module:function."
+        "cnn",
+        json_schema_extra={"pattern": MODEL_REF},
+        description="cnn, mlp, gpt or module:function.",
     )
     dataset: str = Field(
         "digits",
@@ -357,7 +359,7 @@ class JobSpec(_Spec):
 
     @property
     def entrypoint_is_builtin(self) -> bool:
-        """Whether the replicas run the built-in trainer (not a user's command, script or module)."""
+        """Whether the replicas run the built-in trainer (no command, script or module)."""
         return self.command is None and self.script is None and self.module is None
 
     @property
