@@ -122,6 +122,8 @@ RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
     && chown -R 1000:0 /home/crescendo \
     && chmod -R g=u /home/crescendo
 WORKDIR /home/crescendo
+# The worked example of a user's own script (manifests/examples/user-script.yaml runs it).
+COPY --chown=1000:0 examples/ examples/
 USER 1000
 # 9400: the trainer's /metrics (spec.metrics.port); 29400: the c10d rendezvous on worker-0.
 EXPOSE 9400 29400

@@ -34,7 +34,7 @@ system-deps:
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy spec operator trainer tests
+	$(VENV)/bin/mypy spec operator trainer tests examples bench
 	$(VENV)/bin/lint-imports
 
 test: setup system-deps lint

@@ -40,13 +40,13 @@ from crescendo_spec.model import (
 from crescendo_spec.model import Optimizer as OptimizerSpec
 from crescendo_trainer.adversarial import ConAdv, adversarial_loss, conadv_attack, mix_fgsm
 from crescendo_trainer.datasets import load_dataset
-from crescendo_trainer.hessian import measure_top_eigenvalue, seeded_batch
+from crescendo_trainer.hessian import seeded_batch
 from crescendo_trainer.lr import LrRule
+from crescendo_trainer.measurements import CurvatureProbe, Measurements
 from crescendo_trainer.models import build_model
 from crescendo_trainer.optim import Neumann, build_optimizer
 from crescendo_trainer.policies import Signals, build_policy
 from crescendo_trainer.policies.base import HESSIAN_EIGENVALUE
-from crescendo_trainer.policies.gns import SingleWorkerNorms
 from torch import Tensor, nn
 
 B0, BMAX, LR, DECAY_EPOCHS, DECAY = 128, 2048, 0.05, [4], 0.2
@@ -108,8 +108,9 @@ def train(
         neumann=NeumannSettings(sgd_warmup_epochs=1, reset_epochs=2),
     )
     opt = build_optimizer(spec, model.parameters(), LR)
-    pairs = SingleWorkerNorms()
+    measurements = Measurements(policy, batch)
     hx, hy = seeded_batch(data.train_x, data.train_y, 128, seed=0)
+    measurements.probe = CurvatureProbe(model, CE, hx, hy)
     run, gb, step, wall = Run(name), initial, 0, 0.0
     n = len(data.train_y)
     half = n // 2
@@ -130,21 +131,13 @@ def train(
             opt.zero_grad()
             loss = CE(model(x), y)
             torch.autograd.backward(loss)
-            if policy.wants_gradient_norms():
-                norms = pairs.observe(
-                    [p.grad for p in model.parameters() if p.grad is not None], gb
-                )
-                if norms is not None:
-                    policy.observe_gradient_norms(norms)
+            measurements.observe_gradients(list(model.parameters()), gb, gb)
             opt.step()
             step, pos = step + 1, pos + gb
             end = pos + gb > n
-            measured: dict[str, float] = {}
-            if HESSIAN_EIGENVALUE in policy.measurements(step, epoch, end):
-                h0 = time.perf_counter()
-                measured[HESSIAN_EIGENVALUE] = measure_top_eigenvalue(
-                    model, CE, hx, hy, batch.absa, seed=epoch
-                ).value
+            h0 = time.perf_counter()
+            measured = measurements.take(step, epoch, end)  # the trainer's one path
+            if HESSIAN_EIGENVALUE in measured:
                 run.hessian_seconds += time.perf_counter() - h0
             decision = policy.decide(Signals(step, epoch, end, gb, float(loss.detach()), measured))
             if decision.global_batch != gb:

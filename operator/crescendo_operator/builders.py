@@ -3,6 +3,12 @@
 Owns the worker's command line (`torchrun_command`) and environment (`worker_env`), which the
 local backend reuses for its processes, and the Kubernetes manifests: the headless Service that
 gives worker-0 a stable DNS name for the c10d rendezvous, and the worker Pods.
+
+The command line is torchrun's elastic flags, the same for every job, then the entry point:
+`-m crescendo_trainer` (the built-in trainer), the user's `script` (torchrun's positional
+training script), or `-m <module>`; the spec's `args` follow it. `command` replaces the whole
+line. The environment is the same whichever runs: a user's script reads the spec from
+CRESCENDO_SPEC_JSON through the trainer library, as the built-in trainer does.
 """
 
 from __future__ import annotations
@@ -68,10 +74,17 @@ def torchrun_command(
         f"--max-restarts={rdzv.max_restarts}",
         "--monitor-interval=1",
         f"--rdzv-conf={conf}",
-        "-m",
-        TRAINER_MODULE,
+        *_entry_point(spec),
         *(spec.args or []),
     ]
+
+
+def _entry_point(spec: JobSpec) -> list[str]:
+    """What torchrun starts in every trainer process: the user's script or module, or ours."""
+    if spec.script is not None:
+        # torchrun's positional `training_script`: it runs `python -u <script> <args>`.
+        return [spec.script]
+    return ["-m", spec.module or TRAINER_MODULE]
 
 
 def worker_env(job_name: str, namespace: str, index: int, spec: JobSpec) -> dict[str, str]:

@@ -44,6 +44,9 @@ METRIC_EPOCH: Final = PREFIX + "epoch"
 METRIC_SAMPLES: Final = PREFIX + "samples"  # a counter: exposed as ..._samples_total
 METRIC_LOSS: Final = PREFIX + "loss"
 METRIC_ACCURACY: Final = PREFIX + "eval_accuracy_ratio"
+# A language model's quality instead of accuracy: validation loss in nats per token, and its exp.
+METRIC_EVAL_LOSS: Final = PREFIX + "eval_loss"
+METRIC_EVAL_PERPLEXITY: Final = PREFIX + "eval_perplexity"
 METRIC_LEARNING_RATE: Final = PREFIX + "learning_rate"
 METRIC_STEP_DURATION: Final = PREFIX + "step_duration_seconds"
 METRIC_CHECKPOINT_AGE: Final = PREFIX + "checkpoint_age_seconds"
@@ -69,6 +72,8 @@ TRAINER_METRICS: Final = (
     METRIC_SAMPLES,
     METRIC_LOSS,
     METRIC_ACCURACY,
+    METRIC_EVAL_LOSS,
+    METRIC_EVAL_PERPLEXITY,
     METRIC_LEARNING_RATE,
     METRIC_STEP_DURATION,
     METRIC_CHECKPOINT_AGE,

@@ -62,6 +62,13 @@ _CEL_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "message": "model gpt trains on a token corpus (python-stdlib), the other models "
             "on image data sets",
         },
+        {
+            "rule": "self.model != 'gpt' || ((!has(self.adversarial) || "
+            "self.adversarial.method == 'none') && "
+            "(!has(self.batch) || self.batch.policy != 'absa'))",
+            "message": "model gpt cannot use adversarial training (adversarial.method none, "
+            "batch.policy not absa)",
+        },
     ],
     ("replicas",): [
         {"rule": "self.min <= self.max", "message": "min must be <= max"},
@@ -70,7 +77,26 @@ _CEL_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "message": "initial must lie in [min, max]",
         },
     ],
-    ("batch",): [{"rule": "self.initial <= self.max", "message": "initial must be <= max"}],
+    # batch.policy schedule: CEL checks which of the two schedules is set and the ramp's
+    # increment; the schema's `pattern`s check the strings' grammar. Only the operator (parse_spec,
+    # through crescendo_spec.schedule) checks what needs the strings' numbers: a step schedule's
+    # first threshold is 0, thresholds strictly increase, batches lie in [1, max], the first batch
+    # equals initial; a count is a whole number ('1.5' is not); rampUnits is at least 1.
+    ("batch",): [
+        {"rule": "self.initial <= self.max", "message": "initial must be <= max"},
+        {
+            "rule": "self.policy != 'schedule' || (has(self.schedule) && "
+            "has(self.schedule.steps) != has(self.schedule.rampUnits))",
+            "message": "policy 'schedule' needs exactly one of schedule.steps or "
+            "schedule.rampUnits",
+        },
+        {
+            "rule": "self.policy != 'schedule' || !has(self.schedule) || "
+            "!has(self.schedule.rampUnits) || (self.max - self.initial) % "
+            "(has(self.schedule.increment) ? self.schedule.increment : self.initial) == 0",
+            "message": "schedule.increment (default initial) must divide max - initial",
+        },
+    ],
     ("rendezvous",): [
         {
             "rule": "self.backend != 'etcd-v2' || has(self.etcdEndpoint)",

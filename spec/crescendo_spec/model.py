@@ -14,6 +14,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from crescendo_spec.schedule import (
+    COUNT_PATTERN,
+    STEPS_PATTERN,
+    ScheduleUnit,
+    format_units,
+    parse_step_schedule,
+    parse_units,
+)
+
 # A user's own model or data set: "package.module:function".
 # The one list of built-in names: the reference patterns, the CRD and the messages derive from it.
 # "gpt" and "python-stdlib" are the causal language-modelling task (a model and a token corpus);
@@ -104,24 +113,122 @@ class GnsSettings(_Spec):
     factor: int = Field(2, ge=2, le=16, description="B moves in powers of this factor.")
 
 
+# Exactly one of `steps` and `rampUnits` is set (Batch checks it); both strings are read by
+# crescendo_spec.schedule, the one parser of the spec validator, the operator and the trainer.
+class ScheduleSettings(_Spec):
+    """B over consumed tokens or samples: Megatron-LM's step schedule or GPT-3's linear ramp."""
+
+    steps: str | None = Field(
+        None,
+        max_length=1024,
+        json_schema_extra={"pattern": STEPS_PATTERN},
+        description="Step schedule of threshold:batch pairs, e.g. '0:16 2.4B:320': from each "
+        "threshold of consumed units on, that global batch (K/M/B/T = 1e3/1e6/1e9/1e12).",
+    )
+    ramp_units: str | None = Field(
+        None,
+        max_length=32,
+        json_schema_extra={"pattern": COUNT_PATTERN},
+        description="Linear ramp: B grows from batch.initial to batch.max over this many "
+        "consumed units (e.g. '4B'), then stays at batch.max.",
+    )
+    # Each change of B may rescale the job (a checkpoint and a restart), so the ramp moves in
+    # steps of `increment` rather than at every optimizer step.
+    increment: int | None = Field(
+        None, ge=1, le=1 << 24, description="The ramp moves B in multiples of this; default "
+        "batch.initial.",
+    )
+    unit: ScheduleUnit = Field(
+        "auto", description="What thresholds count: tokens (samples × language.seqLen), samples, "
+        "or auto: tokens for model gpt, samples otherwise.",
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_grammar(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_step_schedule(value)
+        return value
+
+    @field_validator("ramp_units")
+    @classmethod
+    def _ramp_length(cls, value: str | None) -> str | None:
+        if value is not None and parse_units(value) < 1:
+            raise ValueError(f"{value!r}: the ramp must be at least 1 unit long")
+        return value
+
+    @property
+    def step_schedule(self) -> tuple[tuple[int, int], ...] | None:
+        """`steps` as (threshold, batch) pairs, or None for a ramp."""
+        return None if self.steps is None else parse_step_schedule(self.steps)
+
+    @property
+    def ramp_unit_count(self) -> int | None:
+        """`rampUnits` as a number, or None for a step schedule."""
+        return None if self.ramp_units is None else parse_units(self.ramp_units)
+
+    def ramp_increment(self, initial: int) -> int:
+        """The ramp's step: `increment`, or batch.initial (Megatron's usual `--rampup-batch-size
+        32 32 N` starts at and grows by the same size)."""
+        return self.increment if self.increment is not None else initial
+
+
 class Batch(_Spec):
     initial: int = Field(128, ge=1, le=1 << 24, description="Global batch at start (B0).")
     max: int = Field(4096, ge=1, le=1 << 24, description="Largest global batch (B_max).")
     per_gpu_max: int = Field(
         256, ge=1, le=1 << 20, description="Largest micro-batch one process holds."
     )
-    policy: Literal["fixed", "adabatch", "abs", "absa", "gns"] = Field(
+    policy: Literal["fixed", "adabatch", "abs", "absa", "gns", "schedule"] = Field(
         "fixed", description="Who grows the global batch."
     )
     adabatch: AdaBatchSettings = AdaBatchSettings()
     absa: AbsaSettings = AbsaSettings()
     gns: GnsSettings = GnsSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="after")
     def _ordered(self) -> Batch:
         if self.initial > self.max:
             raise ValueError(f"initial ({self.initial}) must be <= max ({self.max})")
+        if self.policy == "schedule":
+            self._check_schedule()
         return self
+
+    def _check_schedule(self) -> None:
+        """The schedule fits this batch section (its strings' grammar is checked already)."""
+        schedule = self.schedule
+        if (schedule.steps is None) == (schedule.ramp_units is None):
+            raise ValueError(
+                "policy 'schedule' needs exactly one of schedule.steps (a step schedule, e.g. "
+                "'0:16 2.4B:320') or schedule.rampUnits (a linear ramp from initial to max, "
+                "e.g. '4B')"
+            )
+        steps = schedule.step_schedule
+        if steps is not None:
+            # The job starts at batch.initial (the operator sizes the first pods from it), so a
+            # schedule starting elsewhere would rescale the job at its first step.
+            if steps[0][1] != self.initial:
+                raise ValueError(
+                    f"schedule.steps: the first batch ({steps[0][1]}) must equal initial "
+                    f"({self.initial}), the batch the job starts with"
+                )
+            for threshold, batch in steps:
+                if batch > self.max:
+                    raise ValueError(
+                        f"schedule.steps: batch {batch} (from {format_units(threshold)}) must "
+                        f"lie in [1, max] = [1, {self.max}]"
+                    )
+            return
+        # As Megatron-LM's ramp asserts: whole increments from initial land exactly on max.
+        increment = schedule.ramp_increment(self.initial)
+        span = self.max - self.initial
+        if span % increment:
+            default = "" if schedule.increment is not None else ", its default batch.initial"
+            raise ValueError(
+                f"schedule.increment ({increment}{default}) must divide max - initial "
+                f"({self.max} - {self.initial} = {span}), so the ramp ends exactly at max"
+            )
 
 
 class LearningRate(_Spec):
@@ -341,6 +448,14 @@ class JobSpec(_Spec):
             )
         language_model = self.model == "gpt"
         language_data = self.dataset in LANGUAGE_DATASETS
+        if language_model and self.entrypoint_is_builtin and (
+            self.adversarial.method != "none" or self.batch.policy == "absa"
+        ):
+            # Attacks perturb pixels in [0, 1]; tokens have no such neighbourhood.
+            raise ValueError(
+                "model 'gpt' cannot use adversarial training: set adversarial.method none and "
+                "a batch.policy other than 'absa' (abs measures the same curvature)"
+            )
         if self.entrypoint_is_builtin and language_model != language_data:
             raise ValueError(
                 f"model {self.model!r} and dataset {self.dataset!r} do not fit: model gpt "

@@ -7,6 +7,10 @@ loss, lr, seconds; a step completed just before a peer was lost has loss null an
 "unreported": true), resume (step, old_world, world), pause (step, seconds, old_world, world),
 decision (step, old, new, code, reason), checkpoint (step, why), eval (step, epoch, accuracy),
 stop (step, signal), done (step, accuracy).
+
+A language model's eval and done records carry val_loss (mean validation loss, nats per token)
+and perplexity (its exp) instead of accuracy, and its step records count `batch` in sequences
+of spec.language.seqLen tokens.
 """
 
 from __future__ import annotations

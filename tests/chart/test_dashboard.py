@@ -43,7 +43,8 @@ JOB_FILTERS = ('crescendo_namespace=~"$namespace"', 'crescendo_job=~"$job"')
 PANELS = {
     "Global batch size", "World size", "Optimizer step", "Epoch", "Rescales", "Budget reached",
     "Global and desired batch size", "Replicas", "Batch decisions by reason", "Conditions",
-    "Loss", "Eval accuracy", "Samples/s", "Learning rate", "Step duration", "Checkpoint age",
+    "Loss", "Eval accuracy", "Validation loss", "Perplexity", "Samples/s", "Learning rate",
+    "Step duration", "Checkpoint age",
     "Hessian top eigenvalue λ and trace", "Gradient noise scale", "Adversarial ratio",
     "Rescale pause and lost steps", "Restarts",
 }

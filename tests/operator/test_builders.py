@@ -62,16 +62,49 @@ def test_headless_service_matches_golden_manifest() -> None:
     golden("service.json", service)
 
 
+# SPEC's torchrun line up to the entry point: the same whichever program it starts.
+HOST = "resnet-worker-0.resnet.ml.svc"
+ELASTIC_FLAGS = [
+    "torchrun", "--nnodes=1:4", "--nproc-per-node=2", "--rdzv-backend=c10d",
+    f"--rdzv-endpoint={HOST}:29400", "--rdzv-id=ml-resnet",
+    "--max-restarts=50", "--monitor-interval=1",
+    "--rdzv-conf=join_timeout=300,last_call_timeout=2,keep_alive_interval=2,"
+    "keep_alive_max_attempt=3",
+]
+
+
 def test_torchrun_line_is_elastic_with_the_spec_timeouts() -> None:
-    line = torchrun_command("resnet", SPEC, "resnet-worker-0.resnet.ml.svc", namespace="ml")
-    assert line == [
-        "torchrun", "--nnodes=1:4", "--nproc-per-node=2", "--rdzv-backend=c10d",
-        "--rdzv-endpoint=resnet-worker-0.resnet.ml.svc:29400", "--rdzv-id=ml-resnet",
-        "--max-restarts=50", "--monitor-interval=1",
-        "--rdzv-conf=join_timeout=300,last_call_timeout=2,keep_alive_interval=2,"
-        "keep_alive_max_attempt=3",
-        "-m", "crescendo_trainer",
+    line = torchrun_command("resnet", SPEC, HOST, namespace="ml")
+    assert line == [*ELASTIC_FLAGS, "-m", "crescendo_trainer"]
+
+
+def test_a_script_is_torchruns_positional_script_after_the_same_elastic_flags() -> None:
+    spec = SPEC.model_copy(update={"script": "train/main.py", "args": ["--lr", "0.1"]})
+    line = torchrun_command("resnet", spec, HOST, namespace="ml")
+    assert line == [*ELASTIC_FLAGS, "train/main.py", "--lr", "0.1"]
+
+
+def test_a_module_runs_with_dash_m_after_the_same_elastic_flags() -> None:
+    spec = SPEC.model_copy(update={"module": "mypkg.train", "args": ["--x"]})
+    line = torchrun_command("resnet", spec, HOST, namespace="ml")
+    assert line == [*ELASTIC_FLAGS, "-m", "mypkg.train", "--x"]
+
+
+def test_without_script_or_module_the_builtin_trainer_runs_with_the_args() -> None:
+    spec = SPEC.model_copy(update={"args": ["--x"]})
+    line = torchrun_command("resnet", spec, HOST, namespace="ml")
+    assert line == [*ELASTIC_FLAGS, "-m", "crescendo_trainer", "--x"]
+    assert spec.entrypoint_is_builtin
+
+
+def test_every_entry_point_gets_the_same_env_contract() -> None:
+    envs = [
+        worker_env("resnet", "ml", 1, SPEC.model_copy(update=update))
+        for update in ({}, {"script": "train.py"}, {"module": "mypkg.train"})
     ]
+    assert all(set(env) == set(contract.OPERATOR_ENV) for env in envs)
+    scripted = JobSpec.model_validate_json(envs[1][contract.ENV_SPEC_JSON])
+    assert scripted.script == "train.py"  # the user's script reads its spec from here
 
 
 def test_etcd_backend_points_the_endpoint_at_etcd() -> None:
@@ -84,6 +117,13 @@ def test_etcd_backend_points_the_endpoint_at_etcd() -> None:
 def test_command_override_replaces_torchrun() -> None:
     spec = SPEC.model_copy(update={"command": ["python", "-m", "mine"], "args": ["--x"]})
     assert torchrun_command("j", spec, "h", namespace="n") == ["python", "-m", "mine", "--x"]
+
+
+def test_command_overrides_a_script_or_module_too() -> None:
+    # The spec refuses both at once; a copy that skips validation still runs only the command.
+    for update in ({"script": "train.py"}, {"module": "mypkg.train"}):
+        spec = SPEC.model_copy(update={"command": ["python", "mine.py"], **update})
+        assert torchrun_command("j", spec, "h", namespace="n") == ["python", "mine.py"]
 
 
 def test_worker_env_is_the_contract_and_round_trips_the_spec() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import jsonschema
 import pytest
 import yaml
 from crescendo_spec.crd import crd, crd_yaml, spec_schema
+from crescendo_spec.model import Batch
 from crescendo_spec.parse import SpecError, parse_spec, spec_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,8 +85,8 @@ def test_schema_is_structural_openapi_v3_0() -> None:
 def test_schema_carries_bounds_enums_defaults_and_nullable() -> None:
     spec = spec_schema()["properties"]
     assert spec["gpusPerReplica"] == {**spec["gpusPerReplica"], "minimum": 0, "maximum": 16}
-    assert spec["batch"]["properties"]["policy"]["enum"] == [
-        "fixed", "adabatch", "abs", "absa", "gns"]
+    assert spec["batch"]["properties"]["policy"]["enum"] == list(
+        get_args(Batch.model_fields["policy"].annotation))
     kappa = spec["batch"]["properties"]["absa"]["properties"]["kappa"]
     assert kappa["minimum"] == 1.0 and kappa["exclusiveMinimum"] is True
     assert spec["replicas"]["properties"]["manual"]["nullable"] is True

@@ -25,7 +25,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 2: one entry per registered component (state.py)
 MAGIC = b"CRESCENDO-CKPT-1\n"
 _NAME = re.compile(r"^ckpt-(\d{9,})\.pt$")
 

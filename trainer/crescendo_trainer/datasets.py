@@ -139,7 +139,9 @@ def _load_disk_cached(ref: str, cache_dir: Path) -> TensorDataset:
     path = cache_dir / f"{ref}-v{_CACHE_VERSION}.pt"
     if path.exists():
         try:
-            return TensorDataset(**torch.load(path, weights_only=True))
+            # mmap: the tensors are paged in from the cache file as they are read, not copied
+            # into the process whole; pages not touched again can be dropped by the kernel.
+            return TensorDataset(**torch.load(path, weights_only=True, mmap=True))
         except Exception as exc:  # torch.load of a damaged file raises anything (KeyError...)
             log.warning("data set cache %s is unusable (%r); rebuilding it", path, exc)
     data = _load_cached(ref, None)

@@ -38,8 +38,15 @@ def active() -> bool:
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    if active():
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    """The sum over ranks of a small CPU tensor (NCCL reduces only CUDA tensors: the values go
+    to this rank's GPU and back, a few bytes)."""
+    if not active():
+        return values
+    if dist.get_backend() == "nccl":
+        on_gpu = values.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+        return on_gpu.cpu()
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
 
 

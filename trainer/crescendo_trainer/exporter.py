@@ -77,6 +77,12 @@ class TrainerMetrics:
         self.epoch = gauge(contract.METRIC_EPOCH, "Current epoch (0-based).")
         self.loss = gauge(contract.METRIC_LOSS, "Mean training loss of the last step.")
         self.accuracy = gauge(contract.METRIC_ACCURACY, "Test accuracy at the last evaluation.")
+        self.eval_loss = gauge(
+            contract.METRIC_EVAL_LOSS, "Validation loss at the last evaluation, nats per token."
+        )
+        self.eval_perplexity = gauge(
+            contract.METRIC_EVAL_PERPLEXITY, "Perplexity (exp of the validation loss)."
+        )
         self.learning_rate = gauge(contract.METRIC_LEARNING_RATE, "Learning rate in use.")
         self.step_duration = gauge(
             contract.METRIC_STEP_DURATION, "Wall time of the last optimizer step."

@@ -52,5 +52,10 @@ class LrRule:
         passed = sum(1 for e in self.decay_epochs if e <= epoch)
         return float(self.decay_factor**passed)
 
+    def factor(self, step: int, epoch: int, global_batch: int) -> float:
+        """The multiplier of the LR at the reference batch: what the job applies on top of a
+        user's optimizer (and scheduler), whose own LR is the one at `referenceBatch`."""
+        return self.batch_scale(global_batch) * self.warmup(step) * self.decay(epoch)
+
     def __call__(self, step: int, epoch: int, global_batch: int) -> float:
-        return self.base * self.batch_scale(global_batch) * self.warmup(step) * self.decay(epoch)
+        return self.base * self.factor(step, epoch, global_batch)

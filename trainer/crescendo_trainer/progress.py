@@ -1,8 +1,7 @@
-"""Where training stands: the counters a restart needs, and the per-step trace and log line.
+"""Where training stands: the counters a restart needs, and the throughput of the log line.
 
-`Progress` is checkpointed with the model (the per-step trace is crescendo_spec.trace); a field
-added later has a default, so older checkpoints keep loading.
-Logging, not print: rank 0 logs one progress line every N steps.
+`Progress` is a checkpoint component (state.py); a field added later has a default, so older
+checkpoints keep loading. The facts of each step go to the telemetry sink (telemetry.py).
 """
 
 from __future__ import annotations
@@ -10,7 +9,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 log = logging.getLogger("crescendo_trainer")
@@ -25,16 +25,27 @@ class Progress:
     samples_seen: int = 0  # for reading a checkpoint; the exporter counts per process
     world_size: int = 1  # world size of the last completed step
     last_step_time: float = 0.0  # wall clock of the last completed step (pause measurement)
-    accuracy: float | None = None
+    # The last evaluation's quality ({"accuracy": …} or {"val_loss": …, "perplexity": …}).
+    quality: dict[str, float] = field(default_factory=dict)
+    evaluated_step: int = -1  # the step it was taken at
     # Steps redone after restarts so far (lost_steps.py); checkpoints older than it read as 0.
     lost_steps: int = 0
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """In place: the job and its components hold this object."""
+        known = {f.name for f in fields(self)}
+        for name, value in state.items():
+            if name in known:
+                setattr(self, name, value)
+
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> Progress:
-        return cls(**state)
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Progress:
+        progress = cls(global_batch=int(state["global_batch"]))
+        progress.load_state_dict(state)
+        return progress
 
 
 class Throughput:
@@ -52,19 +63,6 @@ class Throughput:
         rate = self._samples / max(now - self._since, 1e-9)
         self._since, self._samples = now, 0
         return rate
-
-
-def log_line(progress: Progress, loss: float, lr: float, samples_per_s: float) -> None:
-    log.info(
-        "step %d epoch %d world %d batch %d loss %.4f lr %.4g samples/s %.0f",
-        progress.step,
-        progress.epoch,
-        progress.world_size,
-        progress.global_batch,
-        loss,
-        lr,
-        samples_per_s,
-    )
 
 
 def log_startup(marks: dict[str, float]) -> None:

@@ -1,9 +1,13 @@
 """Starting and stopping one replica as a local torchrun agent.
 
 The command line and environment are exactly the operator's pod builder's (`torchrun_command`,
-`worker_env`), with three local mappings: the rendezvous host is 127.0.0.1, `torchrun` is this
-interpreter's `-m torch.distributed.run`, and every replica gets its own metrics port (pods
-have their own IPs; local processes share one). Each agent leads its own session, so a
+`worker_env`), with four local mappings: the rendezvous host is 127.0.0.1, `torchrun` is this
+interpreter's `-m torch.distributed.run`, every replica gets its own metrics port (pods have
+their own IPs; local processes share one), and a relative `script` is made absolute against the
+directory `crescendo local` was started in (`local_script`). That directory is where a user
+runs `python train.py` from, and the agents inherit it as their working directory (no `cwd` is
+given), so `-m <module>` finds a module there too; the absolute path keeps the script found if
+that ever changes, and names the file in torchrun's log. Each agent leads its own session, so a
 stop reaches the agent and the trainers it started (found through psutil: torchrun puts
 each trainer in a session of its own), and nothing is left behind.
 """
@@ -67,7 +71,16 @@ class LocalPaths:
         return self.run_dir / f"replica-{index}.log"
 
 
+def local_script(script: str) -> Path:
+    """The user's script as a local agent runs it: relative to where `crescendo local` started."""
+    return Path(script).absolute()
+
+
 def local_command(job_name: str, spec: JobSpec, namespace: str) -> list[str]:
+    if spec.script is not None:
+        # Only the command line changes: the spec the trainers read (worker_env) keeps the
+        # user's path, which is what they wrote and what the spec's pattern accepts.
+        spec = spec.model_copy(update={"script": str(local_script(spec.script))})
     command = torchrun_command(job_name, spec, LOCAL_HOST, namespace=namespace)
     if command and command[0] == "torchrun":
         command = [sys.executable, "-m", "torch.distributed.run", *command[1:]]

@@ -30,7 +30,7 @@ from crescendo_spec.trace import read_trace
 from rich.console import Console
 
 from crescendo_operator.controller import DecisionSource, JobState, reconcile_once
-from crescendo_operator.local.agents import LocalPaths, free_port, port_is_free
+from crescendo_operator.local.agents import LocalPaths, free_port, local_script, port_is_free
 from crescendo_operator.local.backend import LocalBackend
 from crescendo_operator.local.display import Display
 from crescendo_operator.local.report import plot, summarize, summary_table
@@ -93,6 +93,11 @@ def prepare(options: LocalOptions) -> tuple[str, JobSpec, LocalPaths]:
         )
     document = load_document(options.job_file)
     spec = parse_spec(spec_of(document))  # SpecError: the operator's own messages
+    if spec.script is not None and not local_script(spec.script).is_file():
+        raise LocalError(
+            f"script {spec.script!r} is not a file: a relative path is taken from the directory "
+            f"crescendo local runs in ({Path.cwd()})"
+        )
     name = job_name_of(document, options.job_file)
     port = options.rdzv_port if options.rdzv_port is not None else free_port()
     if not port_is_free(port):
@@ -219,7 +224,9 @@ async def run(options: LocalOptions, console: Console) -> Outcome:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     records = read_trace(paths.trace)
-    summary = summarize(records, time.monotonic() - started)
+    # A language model's batch counts sequences of seq_len tokens: the summary shows both.
+    tokens_per_sample = spec.language.seq_len if spec.is_language_model else None
+    summary = summarize(records, time.monotonic() - started, tokens_per_sample)
     console.print(summary_table(summary))
     picture = plot(records, paths.run_dir / "plot.png", spec.procs_per_replica) if records else None
     if picture is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from crescendo_spec.model import Adversarial, Batch
 
 from crescendo_trainer.policies.absa import AbsaPolicy, AbsPolicy
@@ -9,17 +11,29 @@ from crescendo_trainer.policies.adabatch import AdaBatchPolicy
 from crescendo_trainer.policies.base import BatchSizePolicy, Decision, GradientNorms, Signals
 from crescendo_trainer.policies.fixed import FixedPolicy
 from crescendo_trainer.policies.gns import GnsPolicy
+from crescendo_trainer.policies.schedule import SchedulePolicy
 
 __all__ = ["BatchSizePolicy", "Decision", "GradientNorms", "Signals", "build_policy"]
 
 
 def build_policy(
-    batch: Batch, *, epochs: int | None = None, adversarial: Adversarial | None = None
+    batch: Batch,
+    *,
+    epochs: int | None = None,
+    adversarial: Adversarial | None = None,
+    language_model: bool = False,
+    tokens_per_sample: int = 1,
 ) -> BatchSizePolicy:
     """The policy `batch.policy` names, configured from its settings block.
 
     `epochs` (the job's budget, when given in epochs) lets ABSA stop its adversarial samples after
     half of them; `adversarial.ratio` is ABSA's starting share r0 (default 0.2).
+
+    `language_model` (`spec.is_language_model`) and `tokens_per_sample` (`spec.language.seq_len`)
+    are for `schedule`: pass both always. The policy resolves `batch.schedule.unit: auto` from
+    them (tokens for a language model, samples otherwise) and counts `tokens_per_sample` tokens
+    per sample only when the unit is tokens, so the unit rule lives in one place
+    (`crescendo_spec.schedule.counted_unit`) rather than in every caller.
     """
     if batch.policy == "fixed":
         return FixedPolicy(batch.initial, batch.max)
@@ -33,6 +47,13 @@ def build_policy(
         )
     if batch.policy == "gns":
         return GnsPolicy(batch.initial, batch.max, batch.gns)
-    raise ValueError(
-        f"spec.batch.policy: {batch.policy!r} is not one of fixed, adabatch, abs, absa, gns"
-    )
+    if batch.policy == "schedule":
+        return SchedulePolicy(
+            batch.initial,
+            batch.max,
+            batch.schedule,
+            language_model=language_model,
+            tokens_per_sample=tokens_per_sample,
+        )
+    names = ", ".join(get_args(Batch.model_fields["policy"].annotation))
+    raise ValueError(f"spec.batch.policy: {batch.policy!r} is not one of {names}")

@@ -74,9 +74,6 @@ class AbsaPolicy(BatchSizePolicy):
         increases = max(0, math.ceil(growth - 1e-9))
         return float(self.base_ratio / 2**increases)
 
-    def metrics(self) -> dict[str, float]:
-        return {HESSIAN_EIGENVALUE: self.last_eigenvalue}
-
     def decide(self, signals: Signals) -> Decision:
         refused = self.refuse_not_finite(signals)
         if refused is not None:

@@ -24,7 +24,8 @@ DURATION = "duration"
 NOISE_SCALE = "noise_scale"
 CAPPED = "capped"
 NOT_FINITE = "not_finite"
-REASON_CODES = (HOLD, SCHEDULE, CURVATURE, DURATION, NOISE_SCALE, CAPPED, NOT_FINITE)
+RAMP = "ramp"  # a batch schedule over consumed tokens or samples moved B (policy `schedule`)
+REASON_CODES = (HOLD, SCHEDULE, CURVATURE, DURATION, NOISE_SCALE, CAPPED, NOT_FINITE, RAMP)
 
 # Names of the measurements a policy may ask for.
 HESSIAN_EIGENVALUE = "hessian_eigenvalue"
@@ -42,6 +43,11 @@ class Signals:
     global_batch: int  # B used by the step just completed
     loss: float  # mean training loss of that step, all-reduced
     measured: Mapping[str, float] = field(default_factory=dict)
+    # Global samples (sequences, for a language model) consumed by all completed steps since the
+    # job started, over every replica. It must survive restarts and rescales (resumed from the
+    # checkpoint, never reset), since the `schedule` policy decides from it alone. Last, with a
+    # default, so positional callers still fit.
+    samples: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,18 +95,6 @@ class BatchSizePolicy(ABC):
     def adversarial_ratio(self, global_batch: int, epoch: int) -> float | None:
         """Share of each micro-batch to perturb, or None to use the spec's ratio unchanged."""
         return None
-
-    def wants_gradient_norms(self) -> bool:
-        """Whether the trainer should hand every step's `GradientNorms` to this policy."""
-        return False
-
-    def observe_gradient_norms(self, norms: GradientNorms) -> None:
-        """One step's gradient norms (only called when `wants_gradient_norms`)."""
-        return None
-
-    def metrics(self) -> dict[str, float]:
-        """Latest measurements for the exporter, keyed by the measurement names above."""
-        return {}
 
     @abstractmethod
     def decide(self, signals: Signals) -> Decision:

@@ -1,21 +1,18 @@
 """`gns`: batch growth toward the gradient noise scale (McCandlish, Kaplan, Amodei, Dario,
 arXiv 1812.06162), the AdaptDL/Pollux peer anchor.
 
-Owns the estimator of the "simple" noise scale B_simple = tr(Σ)/|G|² and the policy that grows B
-toward it. The estimator needs, per step, squared gradient norms at two batch sizes; the trainer
-gets them for one extra scalar all-reduce (`GnsCommHook` under DDP) or, with one worker, from two
-consecutive micro-batches (`SingleWorkerNorms`).
+Owns the decision only: grow B toward B_simple when the predicted gain in steps is large
+enough. The estimate itself is a measurement (noise.py, wired by measurements.py) and reaches
+the policy as `Signals.measured["noise_scale"]`, present once the estimator has settled.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import torch
 from crescendo_spec.model import GnsSettings
-from torch import Tensor
 
 from crescendo_trainer.policies.base import (
     CAPPED,
@@ -24,127 +21,8 @@ from crescendo_trainer.policies.base import (
     NOT_FINITE,
     BatchSizePolicy,
     Decision,
-    GradientNorms,
     Signals,
 )
-
-# Estimates before the first decision: a handful of steps' EMA is too noisy to act on.
-MIN_OBSERVATIONS = 10
-
-
-class NoiseScaleEstimator:
-    """B_simple from pairs of squared gradient norms, with separate moving averages."""
-
-    # With E|g_b|² = |G|² + tr(Σ)/b for a mean gradient over b samples, two batch sizes b < B
-    # give unbiased estimates (McCandlish et al., App. A.1):
-    #     |G|²  ≈ (B·|g_B|² − b·|g_b|²) / (B − b)
-    #     tr Σ  ≈ (|g_b|² − |g_B|²) / (1/b − 1/B)
-    # Each is noisy and |G|² can come out negative, so the two are averaged separately (EMA with
-    # bias correction, as AdaptDL does) and only then divided: the ratio of averages, not the
-    # average of ratios, which would be dominated by the steps where |G|² is near zero.
-    def __init__(self, ema: float) -> None:
-        if not 0.0 <= ema < 1.0:
-            raise ValueError(f"batch.gns.ema: must lie in [0, 1), got {ema}")
-        self.ema = ema
-        self.grad_sq = 0.0  # EMA of |G|² (uncorrected)
-        self.trace = 0.0  # EMA of tr Σ (uncorrected)
-        self.count = 0
-
-    def update(self, norms: GradientNorms) -> None:
-        b, big = norms.local_batch, norms.global_batch
-        if not 0 < b < big:
-            raise ValueError(f"noise scale needs local batch < global batch, got {b} and {big}")
-        if not (math.isfinite(norms.local_sq) and math.isfinite(norms.global_sq)):
-            return  # a NaN gradient must not poison the averages for the rest of the run
-        grad_sq = (big * norms.global_sq - b * norms.local_sq) / (big - b)
-        trace = (norms.local_sq - norms.global_sq) / (1.0 / b - 1.0 / big)
-        self.grad_sq = self.ema * self.grad_sq + (1.0 - self.ema) * grad_sq
-        self.trace = self.ema * self.trace + (1.0 - self.ema) * trace
-        self.count += 1
-
-    @property
-    def b_simple(self) -> float:
-        """tr Σ / |G|² (the bias corrections cancel); NaN before the first update or if |G|² ≤ 0."""
-        if self.count == 0 or self.grad_sq <= 0.0:
-            return math.nan
-        return self.trace / self.grad_sq
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"grad_sq": self.grad_sq, "trace": self.trace, "count": self.count}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.grad_sq, self.trace = float(state["grad_sq"]), float(state["trace"])
-        self.count = int(state["count"])
-
-
-def squared_norm(tensors: Sequence[Tensor]) -> Tensor:
-    return sum((torch.sum(t.detach().float() ** 2) for t in tensors), torch.zeros(()))
-
-
-class SingleWorkerNorms:
-    """One worker: two consecutive micro-batches of b samples play two workers (B = 2b).
-
-    Call `observe` with each micro-batch's mean gradient (under accumulation) or each step's
-    gradient (without); every second call returns the pair's norms. Consecutive steps are taken at
-    weights one update apart, a bias of order lr that AdaptDL accepts too.
-    """
-
-    def __init__(self) -> None:
-        self.previous: Tensor | None = None
-        self.previous_batch = 0
-
-    def observe(self, grads: Sequence[Tensor], batch: int) -> GradientNorms | None:
-        flat = torch.cat([g.detach().flatten().float() for g in grads])
-        if self.previous is None or self.previous_batch != batch:
-            self.previous, self.previous_batch = flat.clone(), batch
-            return None
-        first, self.previous = self.previous, None
-        local_sq = 0.5 * (float(first @ first) + float(flat @ flat))
-        mean = 0.5 * (first + flat)
-        return GradientNorms(local_sq, float(mean @ mean), batch, 2 * batch)
-
-
-class GnsCommHook:
-    """DDP communication hook: the default mean all-reduce, plus each rank's |g_b|² on the way.
-
-    `ddp.register_comm_hook(hook, GnsCommHook.hook)`; after `backward`, `norms(params, b, B)`
-    all-reduces the one scalar and returns the step's `GradientNorms`.
-    """
-
-    def __init__(self) -> None:
-        self.local_sq = torch.zeros(())
-
-    @staticmethod
-    def hook(state: GnsCommHook, bucket: Any) -> Any:
-        import torch.distributed as dist
-
-        buffer: Tensor = bucket.buffer()
-        # The bucket holds this rank's local gradient before averaging: its norm is |g_b|².
-        state.local_sq = state.local_sq.to(buffer.device) + torch.sum(buffer.float() ** 2)
-        buffer.div_(dist.get_world_size())
-        future = dist.all_reduce(buffer, async_op=True).get_future()
-        return future.then(lambda f: f.value()[0])
-
-    def norms(self, params: Sequence[Tensor], local_batch: int, global_batch: int) -> GradientNorms:
-        import torch.distributed as dist
-
-        local = self.local_sq.clone()
-        dist.all_reduce(local)  # the one extra scalar all-reduce
-        self.local_sq = torch.zeros(())
-        grads = [p.grad for p in params if p.grad is not None]
-        return GradientNorms(
-            float(local) / dist.get_world_size(),
-            float(squared_norm(grads)),
-            local_batch,
-            global_batch,
-        )
-
-
-# DDP accepts a hook only if its annotations are absent or exactly dist.GradBucket and
-# Future[Tensor]; under `from __future__ import annotations` they are strings, so the objects
-# are put there instead.
-GnsCommHook.hook.__annotations__["bucket"] = torch.distributed.GradBucket  # type: ignore[attr-defined]
-GnsCommHook.hook.__annotations__["return"] = torch.futures.Future[torch.Tensor]
 
 
 class GnsPolicy(BatchSizePolicy):
@@ -155,17 +33,10 @@ class GnsPolicy(BatchSizePolicy):
     def __init__(self, initial: int, maximum: int, settings: GnsSettings) -> None:
         super().__init__(initial, maximum)
         self.settings = settings
-        self.estimator = NoiseScaleEstimator(settings.ema)
         self.last_change_step = 0
 
-    def wants_gradient_norms(self) -> bool:
-        return True
-
-    def observe_gradient_norms(self, norms: GradientNorms) -> None:
-        self.estimator.update(norms)
-
-    def metrics(self) -> dict[str, float]:
-        return {NOISE_SCALE_SIMPLE: self.estimator.b_simple}
+    def measurements(self, step: int, epoch: int, epoch_end: bool) -> frozenset[str]:
+        return frozenset({NOISE_SCALE_SIMPLE})
 
     @staticmethod
     def predicted_gain(current: int, target: int, noise: float) -> float:
@@ -181,9 +52,9 @@ class GnsPolicy(BatchSizePolicy):
         current = signals.global_batch
         if signals.step - self.last_change_step < self.settings.cooldown_steps:
             return self.hold(signals, "cooldown")
-        if self.estimator.count < MIN_OBSERVATIONS:
-            return self.hold(signals, f"{self.estimator.count} noise-scale samples so far")
-        noise = self.estimator.b_simple
+        if NOISE_SCALE_SIMPLE not in signals.measured:
+            return self.hold(signals, "noise scale not settled yet")
+        noise = signals.measured[NOISE_SCALE_SIMPLE]
         if not math.isfinite(noise) or noise <= 0.0:
             return Decision(current, NOT_FINITE, f"B_simple {noise:.4g} not usable: hold")
         factor = self.settings.factor
@@ -214,11 +85,9 @@ class GnsPolicy(BatchSizePolicy):
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
-            "estimator": self.estimator.state_dict(),
             "last_change_step": self.last_change_step,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        self.estimator.load_state_dict(state["estimator"])
         self.last_change_step = int(state["last_change_step"])

@@ -1,0 +1,96 @@
+"""A user's own script (examples/user_script.py) under real torchrun agents keeps the built-in
+trainer's guarantees: joins and leaves at step boundaries, a killed agent costs no completed step,
+the batch follows the policy, and its own scheduler and extras come back from the checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from crescendo_operator.local.agents import kill_tree
+from crescendo_spec import JobSpec
+from crescendo_spec.trace import restarts, steps_monotonic
+
+from tests.trainer.conftest import LocalJob, small_job
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = "examples/user_script.py"
+
+
+def script_job(**overrides: object) -> JobSpec:
+    assert Path(SCRIPT).is_file(), "run the tests from the repository root"
+    return small_job(script=SCRIPT, batch={"initial": 32, "perGpuMax": 32, "max": 128},
+                     **overrides)
+
+
+def test_user_script_joins_and_leaves_with_no_lost_step(
+    local_job: Callable[[JobSpec], LocalJob],
+) -> None:
+    job = local_job(script_job(maxSteps=700))
+    job.add(0)
+    job.wait_for("20 steps at world 1", lambda: len(job.steps(world=1)) >= 20)
+    job.add(1)
+    job.wait_for("20 steps at world 2", lambda: len(job.steps(world=2)) >= 20)
+    assert job.remove(1) is not None
+    job.wait_for("steps at world 1 again", lambda: any(
+        r["world"] == 1 and r["step"] > max(s["step"] for s in job.steps(world=2))
+        for r in job.steps()))
+    assert job.agents[0].wait(timeout=180) == 0, job.logs()
+
+    records = job.trace()
+    assert records[-1]["kind"] == "done" and records[-1]["step"] == 700
+    assert records[-1]["accuracy"] > 0.8, "the script's own evaluation reached the trace"
+    assert steps_monotonic(records)
+    rescales = [r for r in restarts(records) if r.rescale]
+    assert [(r.old_world, r.world) for r in rescales] == [(1, 2), (2, 1)]
+    assert [r.lost_steps for r in rescales] == [0, 0]
+
+
+def test_killed_agent_costs_the_user_script_no_completed_step(
+    local_job: Callable[[JobSpec], LocalJob],
+) -> None:
+    job = local_job(script_job(maxSteps=500))
+    job.add(0)  # first: it hosts the c10d store
+    job.wait_for("a step at world 1", lambda: len(job.steps(world=1)) >= 1)
+    job.add(1)
+    job.wait_for("15 steps at world 2", lambda: len(job.steps(world=2)) >= 15)
+    kill_tree(job.agents[1])  # SIGKILL, no grace: the pod vanished
+    assert job.agents[0].wait(timeout=180) == 0, job.logs()
+
+    records = job.trace()
+    assert any(r["kind"] == "checkpoint" and r["why"] == "peer lost" for r in records)
+    after_kill = [r for r in restarts(records) if (r.old_world, r.world) == (2, 1)]
+    assert len(after_kill) == 1 and after_kill[0].lost_steps == 0
+    assert steps_monotonic(records) and records[-1]["kind"] == "done"
+
+
+def test_user_script_batch_follows_the_policy_and_its_scheduler_resumes(
+    local_job: Callable[[JobSpec], LocalJob],
+) -> None:
+    spec = script_job(maxSteps=None, epochs=4, batch={
+        "initial": 32, "max": 128, "perGpuMax": 16, "policy": "adabatch",
+        "adabatch": {"resizeEveryEpochs": 1}})
+    job = local_job(spec)
+    job.add(0)
+    job.wait_for("a step at world 1", lambda: len(job.steps(world=1)) >= 1)
+    job.add(1)
+    assert job.agents[0].wait(timeout=180) == 0, job.logs()
+    assert job.agents[1].wait(timeout=30) == 0, job.logs()
+
+    records = job.trace()
+    decisions = [(r["old"], r["new"]) for r in records if r["kind"] == "decision"]
+    assert decisions == [(32, 64), (64, 128)]
+    steps = [r for r in records if r["kind"] == "step" and r.get("loss") is not None]
+    # B = world × micro × accumulation with micro ≤ perGpuMax (16), at world 2.
+    assert {(r["batch"], r["accumulation"]) for r in steps if r["world"] == 2} >= {(64, 2),
+                                                                                  (128, 4)}
+    # The script's StepLR takes 0.8 of its LR every 50 steps, under the job's batch scaling
+    # (linear: lr ∝ B / 32): the LR the trace shows is 0.1 · B/32 · 0.8^⌊(step − 1)/50⌋, also
+    # after the restart (the scheduler is a tracked component).
+    assert steps[-1]["step"] > 50
+    for r in steps:
+        expected = 0.1 * r["batch"] / 32 * 0.8 ** ((r["step"] - 1) // 50)
+        assert r["lr"] == pytest.approx(expected), r
+    assert any(r.rescale for r in restarts(records)), "the join restarted from a checkpoint"
