@@ -61,7 +61,9 @@ def _validate(args: argparse.Namespace) -> int:
                 print(f"  {problem}", file=sys.stderr)
             status = EXIT_INVALID
             continue
-        budget = f"{spec.epochs} epochs" if spec.epochs else f"{spec.max_steps} steps"
+        budget = ", ".join(f"{n} {unit}" for n, unit in (
+            (spec.epochs, "epochs"), (spec.max_steps, "steps"), (spec.max_samples, "samples"))
+            if n is not None)
         print(
             f"{path}: valid ({spec.batch.policy}, batch {spec.batch.initial}→{spec.batch.max}, "
             f"replicas {spec.replicas.min}..{spec.replicas.max}, {budget})"

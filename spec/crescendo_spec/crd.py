@@ -48,8 +48,8 @@ _DROPPED = {"title", "$defs", "additionalProperties", "prefixItems"}
 _CEL_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
     (): [
         {
-            "rule": "has(self.epochs) || has(self.maxSteps)",
-            "message": "one of epochs or maxSteps is required",
+            "rule": "has(self.epochs) || has(self.maxSteps) || has(self.maxSamples)",
+            "message": "one of epochs, maxSteps or maxSamples is required",
         },
         {
             "rule": "[has(self.command), has(self.script), has(self.module)]"

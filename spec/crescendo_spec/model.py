@@ -396,6 +396,11 @@ class JobSpec(_Spec):
     )
     epochs: int | None = Field(None, ge=1, le=100_000, description="Training budget in epochs.")
     max_steps: int | None = Field(None, ge=1, le=100_000_000, description="Budget in steps.")
+    # Megatron's --train-samples: with a growing batch a step budget means a different amount of
+    # data per policy, so runs that compare policies are given the same samples (sequences).
+    max_samples: int | None = Field(
+        None, ge=1, le=1 << 50, description="Budget in training samples (sequences for gpt)."
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of model init and data order.")
     log_every_steps: int = Field(20, ge=1, le=1_000_000, description="Progress log period.")
     checkpoint: Checkpoint = Field(
@@ -437,8 +442,8 @@ class JobSpec(_Spec):
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
-        if self.epochs is None and self.max_steps is None:
-            raise ValueError("one of epochs or maxSteps is required")
+        if self.epochs is None and self.max_steps is None and self.max_samples is None:
+            raise ValueError("one of epochs, maxSteps or maxSamples is required")
         entrypoints = [k for k, v in (("command", self.command), ("script", self.script),
                                       ("module", self.module)) if v is not None]
         if len(entrypoints) > 1:

@@ -9,6 +9,7 @@ CPU, NCCL when CUDA is available.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -16,6 +17,8 @@ import torch
 import torch.distributed as dist
 
 from crescendo_trainer.environment import Environment
+
+log = logging.getLogger("crescendo_trainer")
 
 
 def device_for(env: Environment) -> torch.device:
@@ -31,6 +34,8 @@ def join(env: Environment, device: torch.device, timeout_seconds: int) -> None:
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds))
+    log.info("process group: backend %s, world %d, collective timeout %d s",
+             backend, env.world_size, timeout_seconds)
 
 
 def active() -> bool:

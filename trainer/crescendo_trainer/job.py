@@ -412,6 +412,8 @@ class Job:
         p, spec = self.progress, self.spec
         if spec.max_steps is not None and p.step >= spec.max_steps:
             return True
+        if spec.max_samples is not None and p.samples_seen >= spec.max_samples:
+            return True
         return spec.epochs is not None and p.epoch >= spec.epochs
 
     def _finish(self) -> None:

@@ -7,6 +7,11 @@ and yields, per step, this rank's micro-batches as the layout (batching.py) cuts
 of the epoch's permutation (sampler.py). The position is a global sample index, so a restart at
 any world size continues with exactly the samples not yet seen.
 
+Worker processes ignore SIGTERM and SIGINT: torchrun signals the worker's whole process group on
+a rescale, and a loader worker that died of it would crash the step the trainer is finishing
+before its checkpoint. They still end with their parent (the DataLoader's watchdog, or the
+iterator's close).
+
 The DataLoader iterator is kept while the global batch and the world size stay the same, so its
 workers prefetch across steps and epochs; a change of B (or the first step) starts a new one at
 the current position, and whatever the old one had prefetched is dropped, never trained on.
@@ -14,6 +19,8 @@ the current position, and whatever the old one had prefetched is dropped, never 
 
 from __future__ import annotations
 
+import functools
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -75,9 +82,10 @@ class ElasticLoader:
                     "the epoch's tail belong to the batch-size policy and the elastic sampler)"
                 )
         self.dataset, self.sampler, self.rank = dataset, sampler, rank
+        user_init = loader_kwargs.pop("worker_init_fn", None)
         self.options: dict[str, Any] = {
             "collate_fn": collate_fn, "num_workers": num_workers, "pin_memory": pin_memory,
-            **loader_kwargs,
+            "worker_init_fn": functools.partial(_worker_init, user_init), **loader_kwargs,
         }
         self._walk: _Walk | None = None
         self._batches: Iterator[Any] | None = None
@@ -105,6 +113,14 @@ class ElasticLoader:
     def close(self) -> None:
         """Drop the iterator (its worker processes end with it)."""
         self._batches, self._walk, self._expected = None, None, None
+
+
+def _worker_init(user_init: Callable[[int], None] | None, worker_id: int) -> None:
+    """In each loader worker: leave the stop signals to the trainer (see the module docstring)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if user_init is not None:
+        user_init(worker_id)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

@@ -96,9 +96,8 @@ def list_sources(stdlib: Path) -> list[Path]:
     """The corpus's `.py` files under `stdlib`, sorted by relative POSIX path (deterministic)."""
     sources: list[Path] = []
     for directory, subdirs, files in os.walk(stdlib):
-        # Pruning in place stops os.walk from descending; sorting here is only for readability,
-        # the final sort decides the order.
-        subdirs[:] = sorted(d for d in subdirs if not _excluded(d) and d not in EXCLUDED_DIRS)
+        # Pruning in place stops os.walk descending; the order comes from the sort below.
+        subdirs[:] = [d for d in subdirs if not _excluded(d) and d not in EXCLUDED_DIRS]
         sources.extend(Path(directory, f) for f in files if f.endswith(".py") and not _excluded(f))
     return sorted(sources, key=lambda path: path.relative_to(stdlib).as_posix())
 

@@ -1,0 +1,36 @@
+"""Every benchmark runs, small, in the suite: a change that breaks a bench fails CI, and its JSON
+keeps the keys its readers (the closing notes, the README) rely on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def run_bench(script: str, out: Path, *args: str, timeout: float = 240) -> dict[str, object]:
+    done = subprocess.run([sys.executable, str(BENCH / script), "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result: dict[str, object] = json.loads(out.read_text())
+    return result
+
+
+def test_lm_ramp_bench_runs_small_and_writes_its_keys(tmp_path: Path) -> None:
+    result = run_bench("lm_ramp.py", tmp_path / "lm.json", "--samples", "480",
+                       "--ramp-tokens", "10K", "--eval-every", "5", "--eval-sequences", "16")
+    for key in ("steps_to_target", "tokens_to_target", "final_val_loss", "target_val_loss",
+                "step_ratio", "settings"):
+        assert key in result, key
+    steps_to_target = result["steps_to_target"]
+    assert isinstance(steps_to_target, dict) and set(steps_to_target) == {"fixed", "ramp", "gns"}
+    assert steps_to_target["fixed"] is not None, "the baseline reaches its own final loss"
+    steps = result["steps"]
+    assert isinstance(steps, dict) and steps["ramp"] < steps["fixed"], "the ramp grew B"
