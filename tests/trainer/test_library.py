@@ -170,7 +170,7 @@ def test_step_gradient_is_the_mean_over_the_global_batch_through_accumulation(
     make_job: Any,
 ) -> None:
     job = make_job(regression_job())
-    model, optimizer, scheduler = parts()
+    model, optimizer, _ = parts()
     job.track(model=model, optimizer=optimizer)
     job.distribute(model)
     job.loader(Squares(40))
