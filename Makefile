@@ -44,11 +44,13 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The main job: Fashion-MNIST with AdaBatch on local torchrun agents, scaled by the operator's
-# controller (runs/demo: checkpoints, replica logs, status.json, plot.png). Always a fresh run.
+# controller (runs/demo: checkpoints, replica logs, status.json, plot.png), then its fixed-B0
+# baseline (runs/demo/baseline) and the comparison (comparison.json, comparison.png). Always a
+# fresh run.
 DEMO_JOB ?= manifests/examples/fashion-adabatch.yaml
 demo: setup system-deps
 	rm -rf runs/demo
-	$(VENV)/bin/crescendo local $(DEMO_JOB) --run-dir runs/demo
+	$(VENV)/bin/crescendo local $(DEMO_JOB) --run-dir runs/demo --baseline
 
 # The CRD is generated from the spec model; the chart carries the same file (tests check both).
 CRD := adaptivebatchjobs.crescendo.dev.yaml

@@ -129,9 +129,17 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = rule(step, epoch, gb)
             opt.zero_grad()
-            loss = CE(model(x), y)
-            torch.autograd.backward(loss)
-            measurements.observe_gradients(list(model.parameters()), gb, gb)
+            # As the trainer does on one worker: two micro-batches when the noise scale is
+            # measured (its same-weights pair), the step's gradient their weighted mean.
+            parts = 2 if measurements.splits_steps else 1
+            params = list(model.parameters())
+            loss = torch.zeros(())
+            for xs, ys in zip(x.chunk(parts), y.chunk(parts), strict=True):
+                part = CE(model(xs), ys) * (len(ys) / gb)
+                torch.autograd.backward(part)
+                measurements.after_micro(params, len(ys), gb)
+                loss = loss + part.detach()
+            measurements.observe_gradients(params, gb, gb)
             opt.step()
             step, pos = step + 1, pos + gb
             end = pos + gb > n

@@ -44,9 +44,17 @@ class Replica:
     ready: bool = False
     scheduled: bool = True  # False while a pod waits for a node (GPUs)
     created: float | None = None  # Unix seconds
+    # When its trainer container started running (a pod's startedAt; a local agent's start):
+    # the start-up grace of MetricsStale counts from it, not from creation, which on a cluster
+    # includes scheduling and the image pull.
+    started: float | None = None
     restarts: int = 0
     terminating: bool = False
     endpoint: str | None = None  # host:port of its /metrics, for direct scraping
+
+
+# The rejection of a job whose trainers have exported no desired batch at all (yet).
+NO_SAMPLE = "NoSample"
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,7 @@ def clamp_replicas(count: int, spec: JobSpec) -> int:
 def check_decision(sample: Sample | None, spec: JobSpec, now: float) -> int | Rejection:
     """The sample's batch if it can be trusted; otherwise why not."""
     if sample is None:
-        return Rejection("NoSample", "no desired-batch sample from the trainers")
+        return Rejection(NO_SAMPLE, "no desired-batch sample from the trainers")
     value, age = sample.value, now - sample.timestamp
     if age > spec.scaling.max_staleness_seconds:
         return Rejection(

@@ -5,6 +5,9 @@ batch sizes, step, epoch, rescales, restarts, lastScaleTime, observedGeneration)
 and the one-word `phase` of the Status printer column. Terminal outcomes: Succeeded when worker-0's
 trainer exited 0 (reason BudgetReached when the trainers' budget gauge was seen, TrainerCompleted
 otherwise); Failed when the container restarts exceed `rendezvous.maxRestarts` or worker-0 failed.
+MetricsStale is True only for a sample that could have been there: not while the trainers start
+(no replica ready, or no sample ever seen within `scaling.maxStalenessSeconds` of the first
+replica running), so a healthy job's start-up raises no Warning Event.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from crescendo_spec.model import JobSpec
 
 from crescendo_operator import conditions as cond
 from crescendo_operator.conditions import Condition
-from crescendo_operator.scaling import Decision, Replica, TrainerReading
+from crescendo_operator.scaling import NO_SAMPLE, Decision, Rejection, Replica, TrainerReading
 
 
 def replica_from_pod(pod: Mapping[str, Any], metrics_port: int) -> Replica | None:
@@ -37,10 +40,21 @@ def replica_from_pod(pod: Mapping[str, Any], metrics_port: int) -> Replica | Non
         scheduled=pod_conditions.get("PodScheduled") == "True"
         or bool(pod.get("spec", {}).get("nodeName")),
         created=cond.parse_time(meta.get("creationTimestamp")),
+        started=_started(status.get("containerStatuses") or []),
         restarts=sum(int(c.get("restartCount", 0)) for c in status.get("containerStatuses") or []),
         terminating=bool(meta.get("deletionTimestamp")),
         endpoint=f"{ip}:{metrics_port}" if ip else None,
     )
+
+
+def _started(container_statuses: Sequence[Mapping[str, Any]]) -> float | None:
+    """When the last of the pod's running containers started: the pod can serve from then."""
+    times = [
+        cond.parse_time(((c.get("state") or {}).get("running") or {}).get("startedAt"))
+        for c in container_statuses
+    ]
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
 
 
 def selector(job_name: str) -> str:
@@ -107,14 +121,17 @@ def job_status(
         updates.append(Condition(cond.SCALING, False, "Stable", f"{len(live)} replicas"))
     if scaled is not None:
         updates.append(scaled)
-    if decision.rejection is not None and ready == 0:
-        # Trainers that are not up yet export nothing: not a metrics problem.
-        updates.append(Condition(cond.METRICS_STALE, False, "TrainersStarting"))
-    elif decision.rejection is not None:
-        rejection = decision.rejection
-        updates.append(Condition(cond.METRICS_STALE, True, rejection.reason, rejection.message))
-    else:
-        updates.append(Condition(cond.METRICS_STALE, False, "FreshDecision"))
+    updates.append(
+        metrics_stale(
+            decision.rejection,
+            ready=ready,
+            # Set once a sample was accepted, and kept on the object across operator restarts.
+            sample_seen=prior.get("desiredGlobalBatchSize") is not None,
+            running_since=first_running_time(live),
+            now=now,
+            grace_seconds=spec.scaling.max_staleness_seconds,
+        )
+    )
 
     if worker0 is not None and worker0.phase == "Succeeded":
         reason = "BudgetReached" if budget_reached else "TrainerCompleted"
@@ -158,6 +175,54 @@ def job_status(
         "conditions": merged,
     }
     return {key: value for key, value in status.items() if value is not None}
+
+
+def first_running_time(replicas: Sequence[Replica]) -> float | None:
+    """When the first of these replicas started running (its start, else its creation)."""
+    times = [
+        r.started if r.started is not None else r.created
+        for r in replicas
+        if r.phase == "Running"
+    ]
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+def metrics_stale(
+    rejection: Rejection | None,
+    *,
+    ready: int,
+    sample_seen: bool,
+    running_since: float | None,
+    now: float,
+    grace_seconds: float,
+) -> Condition:
+    """The MetricsStale condition: True (and a Warning Event) only for a sample that is missing
+    or bad when the trainers could have exported a good one.
+
+    Start-up is not an episode: trainers export their first desired batch only once the model,
+    the data and the process group are up (seconds on CPU, longer with a large data set), so a
+    job that never had a sample gets `grace_seconds` (scaling.maxStalenessSeconds, the age at
+    which a seen sample counts as stale) from its first replica running. `sample_seen` comes from
+    the object (a desiredGlobalBatchSize was accepted); once a sample was seen, a missing one is
+    stale at once, as is a bad value at any time.
+    """
+    if rejection is None:
+        return Condition(cond.METRICS_STALE, False, "FreshDecision")
+    if ready == 0:
+        # Trainers that are not up yet export nothing: not a metrics problem.
+        return Condition(cond.METRICS_STALE, False, "TrainersStarting")
+    waited = 0.0 if running_since is None else max(0.0, now - running_since)
+    if rejection.reason == NO_SAMPLE and not sample_seen and waited <= grace_seconds:
+        return Condition(
+            cond.METRICS_STALE,
+            False,
+            "AwaitingFirstSample",
+            # A message that does not change each tick: the status is not rewritten for it.
+            "no desired-batch sample yet; stale if none within "
+            f"scaling.maxStalenessSeconds={grace_seconds:g}s of the first replica running",
+        )
+    return Condition(cond.METRICS_STALE, True, rejection.reason, rejection.message)
 
 
 def phase_of(conditions: Sequence[Mapping[str, Any]]) -> str:

@@ -113,6 +113,44 @@ class GnsSettings(_Spec):
     factor: int = Field(2, ge=2, le=16, description="B moves in powers of this factor.")
 
 
+class GoodputSettings(_Spec):
+    """Goodput (Pollux, Qiao et al., OSDI'21): B maximises throughput × statistical efficiency.
+
+    The noise scale it reads is the same measurement as `gns`'s, smoothed by batch.gns.ema.
+    """
+
+    min_gain: float = Field(
+        0.05, ge=0.0, le=10.0, description="Least predicted goodput gain to change B (AdaptDL: 5%)."
+    )
+    cooldown_steps: int = Field(50, ge=0, le=1_000_000, description="Steps between decisions.")
+    factor: int = Field(
+        2, ge=2, le=16, description="B moves in powers of this factor, one power per decision."
+    )
+    # A 25M-parameter fp32 gradient (100 MB) ring-all-reduced between two pods over 10 Gb/s
+    # Ethernet takes 2·(1/2)·100 MB / 1.25 GB/s = 80 ms: a replica is assumed to cost about that
+    # until a multi-replica step is measured, so a job whose steps are shorter does not rescale
+    # on a guess.
+    sync_prior_seconds: float = Field(
+        0.1, ge=0.0, le=3_600.0,
+        description="Assumed all-reduce seconds per extra replica until a multi-replica step "
+        "is measured.",
+    )
+    allow_shrink: bool = Field(False, description="Whether B may fall below its current value.")
+    unschedulable_after_seconds: int | None = Field(
+        None, ge=1, le=86_400,
+        description="Training seconds the replicas a decision needs are waited for before the "
+        "policy plans with the replicas it has; default scaling.scheduleTimeoutSeconds + "
+        "scaling.cooldownSeconds.",
+    )
+
+    def unschedulable_wait_seconds(self, scaling: Scaling) -> int:
+        """`unschedulableAfterSeconds`, or the operator's longest wait for a pod: its cooldown
+        before the scale-up, then the schedule timeout before it gives the pod back."""
+        if self.unschedulable_after_seconds is not None:
+            return self.unschedulable_after_seconds
+        return scaling.schedule_timeout_seconds + scaling.cooldown_seconds
+
+
 # Exactly one of `steps` and `rampUnits` is set (Batch checks it); both strings are read by
 # crescendo_spec.schedule, the one parser of the spec validator, the operator and the trainer.
 class ScheduleSettings(_Spec):
@@ -179,13 +217,14 @@ class Batch(_Spec):
     per_gpu_max: int = Field(
         256, ge=1, le=1 << 20, description="Largest micro-batch one process holds."
     )
-    policy: Literal["fixed", "adabatch", "abs", "absa", "gns", "schedule"] = Field(
+    policy: Literal["fixed", "adabatch", "abs", "absa", "gns", "schedule", "goodput"] = Field(
         "fixed", description="Who grows the global batch."
     )
     adabatch: AdaBatchSettings = AdaBatchSettings()
     absa: AbsaSettings = AbsaSettings()
     gns: GnsSettings = GnsSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    goodput: GoodputSettings = GoodputSettings()
 
     @model_validator(mode="after")
     def _ordered(self) -> Batch:

@@ -17,7 +17,7 @@ from crescendo_spec.model import (
 )
 from crescendo_trainer.lr import LrRule
 from crescendo_trainer.measurements import MIN_OBSERVATIONS, Measurements
-from crescendo_trainer.noise import NoiseScaleEstimator, SingleWorkerNorms
+from crescendo_trainer.noise import MicroBatchNorms, NoiseScaleEstimator
 from crescendo_trainer.policies import GradientNorms, Signals, build_policy
 from crescendo_trainer.policies.absa import AbsaPolicy, AbsPolicy
 from crescendo_trainer.policies.adabatch import AdaBatchPolicy, batch_at_epoch, optimizer_updates
@@ -205,19 +205,29 @@ def test_one_step_at_2b_equals_two_accumulated_steps_at_b() -> None:
 
 
 def test_noise_scale_estimator_recovers_synthetic_b_simple() -> None:
-    # Per-sample gradients G + ξ with ξ ~ N(0, σ²I) in d dims: B_simple = dσ²/|G|².
+    # Per-sample gradients G + ξ with ξ ~ N(0, σ²I) in d dims: B_simple = dσ²/|G|². Each step
+    # of B = 32 is two micro-batches of 16, accumulated as the job does (mean × n/B).
     gen = torch.Generator().manual_seed(0)
     d, sigma, b = 200, 2.0, 16
     true_g = torch.full((d,), 0.5)
     expected = d * sigma**2 / float(true_g @ true_g)  # 16.0
-    estimator, pairs = NoiseScaleEstimator(ema=0.99), SingleWorkerNorms()
-    for _ in range(4000):
-        micro = true_g + sigma * torch.randn(b, d, generator=gen)
-        norms = pairs.observe([micro.mean(0)], b)
-        if norms is not None:
-            assert (norms.local_batch, norms.global_batch) == (16, 32)
-            estimator.update(norms)
+    estimator, micro = NoiseScaleEstimator(ema=0.99), MicroBatchNorms()
+    for _ in range(2000):
+        accumulated = torch.zeros(d)
+        for _ in range(2):
+            accumulated += (true_g + sigma * torch.randn(b, d, generator=gen)).mean(0) * b / 32
+            micro.after_micro([accumulated], b, 32)
+        norms = micro.step_norms(32)
+        assert norms is not None and (norms.local_batch, norms.global_batch) == (16, 32)
+        estimator.update(norms)
     assert estimator.b_simple == pytest.approx(expected, rel=0.15)
+
+
+def test_one_micro_batch_gives_no_pair() -> None:
+    micro = MicroBatchNorms()
+    micro.after_micro([torch.ones(3)], 8, 8)
+    assert micro.step_norms(8) is None
+    assert micro.step_norms(8) is None, "reset after each step"
 
 
 def gns(**kw: object) -> GnsPolicy:
@@ -278,7 +288,8 @@ def exact_norms(b_simple: float) -> GradientNorms:
 
 def test_noise_scale_is_offered_to_the_policy_only_once_it_has_settled() -> None:
     measurements = Measurements(gns(), Batch(policy="gns"))
-    for _ in range(MIN_OBSERVATIONS - 1):
+    assert measurements.settled_after == max(MIN_OBSERVATIONS, 40)  # two horizons at ema 0.95
+    for _ in range(measurements.settled_after - 1):
         measurements.noise.update(exact_norms(1000.0))
     assert measurements.take(100, 0, False) == {}
     measurements.noise.update(exact_norms(1000.0))
@@ -287,7 +298,7 @@ def test_noise_scale_is_offered_to_the_policy_only_once_it_has_settled() -> None
 
 def test_a_negative_gradient_norm_estimate_is_offered_as_nan_and_holds() -> None:
     measurements = Measurements(gns(), Batch(policy="gns"))
-    for _ in range(MIN_OBSERVATIONS):  # |G|² estimate below zero: noise dominates
+    for _ in range(measurements.settled_after):  # |G|² estimate below zero: noise dominates
         measurements.noise.update(GradientNorms(1.0, 0.1, 32, 64))
     measured = measurements.take(100, 0, False)
     assert math.isnan(measured[NOISE_SCALE_SIMPLE])
@@ -297,7 +308,7 @@ def test_a_negative_gradient_norm_estimate_is_offered_as_nan_and_holds() -> None
 
 def test_noise_estimate_is_restart_state_and_round_trips() -> None:
     a = Measurements(gns(), Batch(policy="gns"))
-    for _ in range(20):
+    for _ in range(a.settled_after):
         a.noise.update(exact_norms(700.0))
     b = Measurements(gns(), Batch(policy="gns"))
     b.load_state_dict(a.state_dict())

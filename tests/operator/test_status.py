@@ -6,8 +6,15 @@ from typing import Any
 
 from crescendo_operator import conditions as cond
 from crescendo_operator.controller import JobState, reconcile
-from crescendo_operator.scaling import Decision, Rejection, Replica, Sample, TrainerReading
-from crescendo_operator.status import job_status, replica_from_pod
+from crescendo_operator.scaling import (
+    NO_SAMPLE,
+    Decision,
+    Rejection,
+    Replica,
+    Sample,
+    TrainerReading,
+)
+from crescendo_operator.status import job_status, metrics_stale, replica_from_pod
 from crescendo_spec import parse_spec
 
 NOW = 2_000_000.0
@@ -64,6 +71,70 @@ def test_metrics_stale_is_reported_once_trainers_are_up() -> None:
     assert conditions(up)[cond.METRICS_STALE] == ("True", "StaleSample")
 
 
+NO_SAMPLE_YET = Rejection(NO_SAMPLE, "no desired-batch sample from the trainers")
+GRACE = SPEC.scaling.max_staleness_seconds
+
+
+def stale_of(rejection: Rejection | None = NO_SAMPLE_YET, *, ready: int = 1,
+             seen: bool = False, waited: float | None = 5.0) -> tuple[bool, str]:
+    found = metrics_stale(rejection, ready=ready, sample_seen=seen,
+                          running_since=None if waited is None else NOW - waited, now=NOW,
+                          grace_seconds=GRACE)
+    return found.status, found.reason
+
+
+def test_no_sample_yet_during_start_up_is_awaited_not_stale() -> None:
+    assert stale_of(waited=0) == (False, "AwaitingFirstSample")
+    assert stale_of(waited=GRACE) == (False, "AwaitingFirstSample")
+    assert stale_of(waited=None) == (False, "AwaitingFirstSample")  # nothing ran yet
+    assert stale_of(ready=0, waited=10 * GRACE) == (False, "TrainersStarting")
+
+
+def test_no_sample_ever_past_the_grace_is_stale() -> None:
+    assert stale_of(waited=GRACE + 1) == (True, NO_SAMPLE)
+
+
+def test_a_seen_sample_that_went_missing_is_stale_at_once() -> None:
+    assert stale_of(seen=True, waited=1) == (True, NO_SAMPLE)
+
+
+def test_a_bad_or_old_sample_is_stale_even_during_start_up() -> None:
+    for reason in ("StaleSample", "InvalidValue", "OutOfRange"):
+        assert stale_of(Rejection(reason, "bad"), waited=1) == (True, reason)
+    assert stale_of(None, waited=1) == (False, "FreshDecision")
+
+
+def started(seconds_ago: float, created_ago: float | None = None) -> list[Replica]:
+    created = NOW - (seconds_ago if created_ago is None else created_ago)
+    return [Replica(0, "Running", ready=True, created=created, started=NOW - seconds_ago)]
+
+
+def stale_events(plan_events: list[Any]) -> list[str]:
+    return [e.message for e in plan_events if e.reason == cond.METRICS_STALE]
+
+
+def test_reconcile_sends_no_metrics_stale_event_before_the_first_sample() -> None:
+    # Created long ago (a cluster's image pull), started just now: the grace counts from start.
+    plan = reconcile("j", SPEC, started(5, created_ago=10 * GRACE), TrainerReading(),
+                     JobState(), NOW)
+    assert conditions(plan.status)[cond.METRICS_STALE] == ("False", "AwaitingFirstSample")
+    assert stale_events(plan.events) == []
+    later = reconcile("j", SPEC, started(5 + GRACE + 1), TrainerReading(),
+                      JobState(status=plan.status), NOW + GRACE + 1)
+    assert conditions(later.status)[cond.METRICS_STALE] == ("True", NO_SAMPLE)
+    assert stale_events(later.events) == ["no desired-batch sample from the trainers"]
+
+
+def test_reconcile_sends_metrics_stale_when_a_seen_sample_goes_missing() -> None:
+    fresh = reconcile("j", SPEC, started(5), TrainerReading(desired_batch=Sample(256, NOW)),
+                      JobState(), NOW)
+    assert conditions(fresh.status)[cond.METRICS_STALE] == ("False", "FreshDecision")
+    gone = reconcile("j", SPEC, started(10), TrainerReading(), JobState(status=fresh.status),
+                     NOW + 5)
+    assert conditions(gone.status)[cond.METRICS_STALE] == ("True", NO_SAMPLE)
+    assert len(stale_events(gone.events)) == 1
+
+
 def test_succeeded_needs_worker_0_exit_0_and_says_whether_the_budget_was_seen() -> None:
     done = [Replica(0, "Succeeded")]
     seen = status(done, TrainerReading(budget_done=Sample(1, NOW)))
@@ -92,6 +163,20 @@ def test_replica_from_pod_reads_index_readiness_scheduling_and_endpoint() -> Non
     assert replica == Replica(2, "Running", ready=True, scheduled=True,
                               created=replica.created if replica else None, restarts=2,
                               endpoint="10.0.0.5:9400")
+
+
+def test_replica_from_pod_reads_when_its_containers_started_running() -> None:
+    pod = {
+        "metadata": {"labels": {"crescendo.dev/replica-index": "0"},
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:03:00Z"}}},
+            {"restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:03:30Z"}}},
+        ]},
+    }
+    replica = replica_from_pod(pod, 9400)
+    assert replica is not None and replica.created is not None
+    assert replica.started == replica.created + 210  # the last container to start
 
 
 def test_reconcile_announces_a_rescale_once_with_the_batch() -> None:

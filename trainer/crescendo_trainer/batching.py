@@ -55,3 +55,13 @@ def layout(global_batch: int, world_size: int, per_gpu_max: int) -> Layout:
 def loss_scale(global_batch: int, world_size: int) -> float:
     """Multiplier of a micro-batch's summed loss so DDP's mean gives the mean over B."""
     return world_size / global_batch
+
+
+def step_layout(global_batch: int, world_size: int, per_gpu_max: int, pairs: bool) -> Layout:
+    """The layout a step runs with. `pairs`: the noise scale is measured on one worker, from the
+    step's own micro-batches at the same weights (noise.MicroBatchNorms), so a step of B ≥ 2 on
+    one process has two micro-batches at least."""
+    limit = per_gpu_max
+    if pairs and world_size == 1 and global_batch >= 2:
+        limit = min(limit, -(-global_batch // 2))
+    return layout(global_batch, world_size, limit)

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from crescendo_trainer import checkpoint, distributed, high_water
-from crescendo_trainer.batching import Layout, layout, loss_scale
+from crescendo_trainer.batching import Layout, loss_scale, step_layout
 from crescendo_trainer.environment import Environment
 from crescendo_trainer.exporter import TrainerMetrics
 from crescendo_trainer.hessian import LossFn
@@ -106,6 +106,8 @@ class Job:
         self.policy = build_policy(
             spec.batch, epochs=spec.epochs, adversarial=spec.adversarial,
             tokens_per_sample=self.tokens_per_sample, language_model=spec.is_language_model,
+            replicas=spec.replicas, procs_per_replica=spec.procs_per_replica,
+            scaling=spec.scaling,
         )
         self.lr_rule = LrRule.from_spec(spec.learning_rate, spec.batch.initial)
         self.progress = Progress(global_batch=spec.batch.initial, world_size=self.world)
@@ -141,8 +143,10 @@ class Job:
 
     @property
     def layout(self) -> Layout:
-        """B laid out over the world: this rank's micro-batches and the accumulation."""
-        return layout(self.progress.global_batch, self.world, self.spec.batch.per_gpu_max)
+        """B laid out over the world: this rank's micro-batches and the accumulation. Measuring
+        the noise scale on one worker needs two micro-batches a step (noise.MicroBatchNorms)."""
+        return step_layout(self.progress.global_batch, self.world, self.spec.batch.per_gpu_max,
+                           pairs=self.measurements.splits_steps)
 
     @property
     def loss_scale(self) -> float:
@@ -246,6 +250,9 @@ class Job:
             self.micro = MicroBatch(i, i == len(batches) - 1, sizes[i])
             with self._sync_unless_last():
                 yield to_device(batch, self.device)
+            if self.module is not None:
+                self.measurements.after_micro(list(self.module.parameters()), sizes[i],
+                                              p.global_batch)
 
     def backward(self, loss: Tensor) -> None:
         """Back-propagate a micro-batch's MEAN loss, weighted so the step's gradient is the mean
@@ -280,13 +287,16 @@ class Job:
         p.world_size = self.world
         p.last_step_time = time.time()
         stop = torch.tensor(float(self.stop.raised), dtype=torch.float64)
-        stats = distributed.all_reduce_sum(torch.stack([self._loss_sum, stop]))
+        # The step's time joins the all-reduce: a policy that models throughput decides on the
+        # ranks' mean, the same number everywhere (each rank's own clock would differ).
+        took = torch.tensor(time.perf_counter() - self._step_started, dtype=torch.float64)
+        stats = distributed.all_reduce_sum(torch.stack([self._loss_sum, stop, took]))
         loss = float(stats[0]) / p.global_batch
-        seconds = time.perf_counter() - self._step_started
+        seconds = float(stats[2]) / self.world
         self.telemetry.step(p, StepFacts(loss, seconds, plan.accumulation, lr), self.world)
         self._pause_after_restart()
         epoch_end = not self._sampler().has_room(p.position, p.global_batch)
-        decision = self._decide(loss, epoch_end)
+        decision = self._decide(loss, epoch_end, seconds, plan)
         if self._evaluation_due(epoch_end):
             self.evaluate()
         # The checkpoint is taken when the script comes back to `running`: what it does after
@@ -390,13 +400,14 @@ class Job:
                                  before.world_size, self.world)
             self.resumed_from = None
 
-    def _decide(self, loss: float, epoch_end: bool) -> Decision:
+    def _decide(self, loss: float, epoch_end: bool, seconds: float, plan: Layout) -> Decision:
         p = self.progress
         measured = self.measurements.take(p.step, p.epoch, epoch_end)
         traced = HESSIAN_EIGENVALUE in measured or p.step % self.spec.log_every_steps == 0
         self.telemetry.measured(p.step, measured, traced=traced)
         signals = Signals(p.step, p.epoch, epoch_end, p.global_batch, loss, measured,
-                          samples=p.samples_seen)
+                          samples=p.samples_seen, world_size=self.world, step_seconds=seconds,
+                          accumulation=plan.accumulation, micro_batch=plan.max_micro)
         decision = self.policy.decide(signals)
         self.telemetry.decision(p.step, p.global_batch, decision)
         if decision.changed:

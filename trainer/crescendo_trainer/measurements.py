@@ -4,7 +4,8 @@ A policy says, at each check point, which measurements its decision needs
 (`BatchSizePolicy.measurements`); this module takes them and returns {name: value}, which the job
 passes as `Signals.measured` and to the telemetry sink. Two kinds exist:
 - the gradient noise scale (noise.py): fed every step from the gradients (a DDP communication
-  hook under several workers, consecutive steps with one), offered once the estimate has settled;
+  hook under several workers; the step's micro-batches, at the same weights, with one), offered
+  once the estimate has settled;
 - the Hessian's top eigenvalue and, for the dashboard, its Hutchinson trace (hessian.py), taken
   on demand through a loss closure: the model, a loss function of (outputs, targets) and one
   fixed batch that is the same on every rank. The built-in tasks supply theirs; a user's script
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 from crescendo_trainer import distributed
 from crescendo_trainer.hessian import LossFn, hutchinson_trace, measure_top_eigenvalue
-from crescendo_trainer.noise import GnsCommHook, NoiseScaleEstimator, SingleWorkerNorms
+from crescendo_trainer.noise import GnsCommHook, MicroBatchNorms, NoiseScaleEstimator
 from crescendo_trainer.policies.base import (
     HESSIAN_EIGENVALUE,
     HESSIAN_TRACE,
@@ -33,8 +34,16 @@ from crescendo_trainer.policies.base import (
 )
 
 TRACE_SAMPLES = 10  # Hutchinson probes for the dashboard's trace: a trend, not a decision
-# Estimates before the noise scale is offered: a handful of steps' EMA is too noisy to act on.
+# Estimates before the noise scale is offered, at least: a handful of steps' EMA is too noisy to
+# act on. The EMA's own horizon counts too (settle_count).
 MIN_OBSERVATIONS = 10
+
+
+def settle_count(ema: float) -> int:
+    """Observations before the estimate is offered: two EMA horizons 1/(1 − ema) (40 at the
+    default 0.95, when the first observation's weight has fallen to e⁻² ≈ 14 %), at least
+    MIN_OBSERVATIONS."""
+    return max(MIN_OBSERVATIONS, round(2.0 / (1.0 - ema)))
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,8 @@ class Measurements:
         self.policy, self.settings = policy, batch
         self.noise = NoiseScaleEstimator(batch.gns.ema)
         self.hook: GnsCommHook | None = None
-        self.single = SingleWorkerNorms()
+        self.micro = MicroBatchNorms()
+        self.settled_after = settle_count(batch.gns.ema)
         self.probe: CurvatureProbe | None = None
 
     @property
@@ -65,6 +75,17 @@ class Measurements:
             self.hook = GnsCommHook()
             ddp.register_comm_hook(self.hook, GnsCommHook.hook)
 
+    @property
+    def splits_steps(self) -> bool:
+        """Whether one worker's steps must have ≥ 2 micro-batches (the noise scale's pairs)."""
+        return self.wants_noise and not distributed.active()
+
+    def after_micro(self, params: Sequence[Tensor], size: int, global_batch: int) -> None:
+        """After each micro-batch's backward (one worker: the gradient so far, same weights)."""
+        if self.splits_steps:
+            self.micro.after_micro([p.grad for p in params if p.grad is not None], size,
+                                   global_batch)
+
     def observe_gradients(self, params: Sequence[Tensor], local: int, global_batch: int) -> None:
         """After the step's backward, before the optimizer step (the one extra all-reduce)."""
         if not self.wants_noise:
@@ -72,8 +93,7 @@ class Measurements:
         if self.hook is not None and distributed.active():
             norms: GradientNorms | None = self.hook.norms(params, local, global_batch)
         else:
-            grads = [p.grad for p in params if p.grad is not None]
-            norms = self.single.observe(grads, global_batch)
+            norms = self.micro.step_norms(global_batch)
         if norms is not None:
             self.noise.update(norms)
 
@@ -81,7 +101,7 @@ class Measurements:
         """The measurements the policy asks for at this check point (the same on every rank)."""
         wanted = self.policy.measurements(step, epoch, epoch_end)
         measured: dict[str, float] = {}
-        if NOISE_SCALE_SIMPLE in wanted and self.noise.count >= MIN_OBSERVATIONS:
+        if NOISE_SCALE_SIMPLE in wanted and self.noise.count >= self.settled_after:
             measured[NOISE_SCALE_SIMPLE] = self.noise.b_simple
         if HESSIAN_EIGENVALUE in wanted:
             measured.update(self.curvature(self.settings, seed=epoch))

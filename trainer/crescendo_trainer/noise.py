@@ -19,9 +19,6 @@ from torch import Tensor
 
 from crescendo_trainer.policies.base import GradientNorms
 
-# Estimates before the first decision: a handful of steps' EMA is too noisy to act on.
-MIN_OBSERVATIONS = 10
-
 
 class NoiseScaleEstimator:
     """B_simple from pairs of squared gradient norms, with separate moving averages."""
@@ -72,27 +69,42 @@ def squared_norm(tensors: Sequence[Tensor]) -> Tensor:
     return sum((torch.sum(t.detach().float() ** 2) for t in tensors), torch.zeros(()))
 
 
-class SingleWorkerNorms:
-    """One worker: two consecutive micro-batches of b samples play two workers (B = 2b).
+class MicroBatchNorms:
+    """One worker: the step's micro-batches play the workers, all at the same weights.
 
-    Call `observe` with each micro-batch's mean gradient (under accumulation) or each step's
-    gradient (without); every second call returns the pair's norms. Consecutive steps are taken at
-    weights one update apart, a bias of order lr that AdaptDL accepts too.
+    The job lays a step out in k ≥ 2 micro-batches when the noise scale is measured on one worker
+    (Job.layout). After micro-batch i's backward the accumulated gradient holds Σ_{j≤i} g_j·n_j/B
+    (batching.py's loss scale), so g_i, the mean gradient of its n_i samples, is the difference
+    of two consecutive sums times B/n_i. The mean of |g_i|² over the step is the "small batch"
+    norm and |g_B|² of the full sum the "large" one, both taken at the weights of this step:
+    unbiased, unlike pairing two consecutive steps, where the second gradient is taken after an
+    update driven by the first one's own noise (measured +39 % at B 32 to +180 % at B 512 with
+    momentum 0.9 and linear LR scaling). With sizes n_i differing by at most one, the small batch
+    is their harmonic mean: E mean_i |g_i|² = |G|² + tr Σ · mean_i(1/n_i).
     """
 
     def __init__(self) -> None:
         self.previous: Tensor | None = None
-        self.previous_batch = 0
+        self.sum_sq = 0.0
+        self.inverse_sizes: list[float] = []
 
-    def observe(self, grads: Sequence[Tensor], batch: int) -> GradientNorms | None:
+    def after_micro(self, grads: Sequence[Tensor], size: int, global_batch: int) -> None:
         flat = torch.cat([g.detach().flatten().float() for g in grads])
-        if self.previous is None or self.previous_batch != batch:
-            self.previous, self.previous_batch = flat.clone(), batch
-            return None
-        first, self.previous = self.previous, None
-        local_sq = 0.5 * (float(first @ first) + float(flat @ flat))
-        mean = 0.5 * (first + flat)
-        return GradientNorms(local_sq, float(mean @ mean), batch, 2 * batch)
+        micro = flat if self.previous is None else flat - self.previous
+        micro = micro * (global_batch / size)
+        self.sum_sq += float(micro @ micro)
+        self.inverse_sizes.append(1.0 / size)
+        self.previous = flat.clone()
+
+    def step_norms(self, global_batch: int) -> GradientNorms | None:
+        """The step's norms (None with fewer than two micro-batches); resets for the next step."""
+        count, full = len(self.inverse_sizes), self.previous
+        small = count / sum(self.inverse_sizes) if count else 0.0
+        norms = None
+        if count >= 2 and full is not None:
+            norms = GradientNorms(self.sum_sq / count, float(full @ full), small, global_batch)
+        self.previous, self.sum_sq, self.inverse_sizes = None, 0.0, []
+        return norms
 
 
 class GnsCommHook:

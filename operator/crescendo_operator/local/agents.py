@@ -67,6 +67,11 @@ class LocalPaths:
         """A pinned replica count, written by `crescendo local-scale` (kubectl scale's twin)."""
         return self.run_dir / "manual-replicas"
 
+    @property
+    def sessions(self) -> Path:
+        """One line per `crescendo local` invocation that ran the job: {"start": unix seconds}."""
+        return self.run_dir / "sessions.jsonl"
+
     def log(self, index: int) -> Path:
         return self.run_dir / f"replica-{index}.log"
 

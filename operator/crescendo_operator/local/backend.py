@@ -80,6 +80,7 @@ class LocalBackend:
             ready=code is None,
             scheduled=True,
             created=agent.created,
+            started=agent.created,  # the agent process is the running container
             terminating=agent.stopping is not None,
             endpoint=f"{LOCAL_HOST}:{agent.metrics_port}",
         )

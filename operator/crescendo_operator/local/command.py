@@ -1,7 +1,7 @@
 """The `crescendo local` subcommand: its arguments and exit codes; runner.py does the work.
 
-Exit codes: 0 the job succeeded, 1 it failed or was interrupted (checkpoint kept), 2 the job
-file or the options are invalid (nothing was started).
+Exit codes: 0 the job succeeded (with --baseline: and its baseline), 1 it failed or was
+interrupted (checkpoint kept), 2 the job file or the options are invalid (nothing was started).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from rich.console import Console
 
 from crescendo_operator.local.agents import LocalPaths
 from crescendo_operator.local.backend import LocalBackendError
+from crescendo_operator.local.baseline import run_with_baseline
 from crescendo_operator.local.runner import LocalError, LocalOptions, run
-from crescendo_operator.status import phase_of
 
 EXIT_INVALID = 2
 
@@ -36,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        "(default: scrape the replicas' /metrics directly)")
     local.add_argument("--rdzv-port", type=int, help="rendezvous port (default: a free one)")
     local.add_argument("--interval", type=float, default=1.0, help="controller period, seconds")
+    local.add_argument("--baseline", action="store_true", help="then run the same job with "
+                       "batch.policy fixed (B stays batch.initial) in <run-dir>/baseline, and "
+                       "compare: a table, comparison.json and comparison.png in the run directory")
     local.set_defaults(func=main)
     scale = sub.add_parser(
         "local-scale",
@@ -79,14 +82,15 @@ def main(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         rdzv_port=args.rdzv_port,
         interval_seconds=args.interval,
+        baseline=args.baseline,
     )
+    runner = run_with_baseline if args.baseline else run
     try:
-        outcome = asyncio.run(run(options, console))
+        outcome = asyncio.run(runner(options, console))
     except SpecError as exc:
         print(f"crescendo local: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except (LocalError, LocalBackendError) as exc:
         print(f"crescendo local: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    phase = phase_of(outcome.status.get("conditions") or [])
-    return 0 if phase == "Succeeded" and not outcome.interrupted else 1
+    return 0 if outcome.succeeded else 1

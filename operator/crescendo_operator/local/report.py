@@ -46,7 +46,7 @@ class Summary:
         return self.final_val_loss is not None or self.tokens_per_sample is not None
 
 
-def _evaluated(records: list[dict[str, Any]], kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+def evaluated(records: list[dict[str, Any]], kinds: tuple[str, ...]) -> list[dict[str, Any]]:
     """The records of these kinds that carry a quality figure."""
     return [
         r for r in records
@@ -60,7 +60,7 @@ def summarize(
     """The run's figures; `tokens_per_sample` (a language model's sequence length) turns the
     batch's sequences into tokens as well."""
     steps = [r for r in records if r["kind"] == "step"]
-    evals = _evaluated(records, ("eval", "done"))
+    evals = evaluated(records, ("eval", "done"))
     last = evals[-1] if evals else {}
     return Summary(
         steps=steps[-1]["step"] if steps else 0,
@@ -131,7 +131,7 @@ def _curve(records: list[dict[str, Any]], name: str) -> tuple[list[int], list[fl
 
 def quality_panel(records: list[dict[str, Any]]) -> Panel:
     """Validation loss for a language model, test accuracy otherwise, at every evaluation."""
-    evals = _evaluated(records, ("eval",))
+    evals = evaluated(records, ("eval",))
     if any(r.get("val_loss") is not None for r in evals):
         curve = _curve(evals, "val_loss")
         return Panel("validation loss (nats/token)", {"validation loss": curve}, marker="o")

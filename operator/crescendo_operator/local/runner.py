@@ -6,6 +6,7 @@ for one machine (free rendezvous port, replicas.max capped by --max-replicas), a
 a decision source (the replicas' /metrics, or Prometheus with --prometheus-url). Status goes to
 status.json in the run directory each tick. Ctrl-C stops every replica with SIGTERM (the
 trainers checkpoint) and leaves nothing running; `--resume` continues from the checkpoint.
+With --baseline, baseline.py runs the job and then its fixed-B0 baseline through `run_job`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from crescendo_operator.local.backend import LocalBackend
 from crescendo_operator.local.display import Display
 from crescendo_operator.local.report import plot, summarize, summary_table
 from crescendo_operator.metrics_source import DirectScrapeSource, PrometheusSource
-from crescendo_operator.status import is_terminal
+from crescendo_operator.status import is_terminal, phase_of
 
 NAMESPACE = "local"
 RATE_WINDOW_SECONDS = 5.0
@@ -54,6 +55,7 @@ class LocalOptions:
     prometheus_url: str | None = None
     rdzv_port: int | None = None  # default: a free port
     interval_seconds: float = 1.0
+    baseline: bool = False  # then the fixed-B0 baseline in <run-dir>/baseline, and a comparison
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ class Outcome:
     run_dir: Path
     interrupted: bool
     plot: Path | None
+    comparison: Path | None = None  # comparison.json, with --baseline once both runs succeeded
+
+    @property
+    def succeeded(self) -> bool:
+        return phase_of(self.status.get("conditions") or []) == "Succeeded" and not self.interrupted
 
 
 def job_name_of(document: dict[str, Any], job_file: Path) -> str:
@@ -80,12 +87,24 @@ def for_this_machine(spec: JobSpec, max_replicas: int, rdzv_port: int) -> JobSpe
             "initial": None if r.initial is None else min(r.initial, cap),
         }
     )
-    rendezvous = spec.rendezvous.model_copy(update={"port": rdzv_port})
-    return spec.model_copy(update={"replicas": replicas, "rendezvous": rendezvous})
+    return with_rendezvous_port(spec.model_copy(update={"replicas": replicas}), rdzv_port)
+
+
+def with_rendezvous_port(spec: JobSpec, port: int) -> JobSpec:
+    rendezvous = spec.rendezvous.model_copy(update={"port": port})
+    return spec.model_copy(update={"rendezvous": rendezvous})
 
 
 def prepare(options: LocalOptions) -> tuple[str, JobSpec, LocalPaths]:
     """Validate everything a run needs before any process starts; LocalError says what to fix."""
+    name, spec = load_job(options)
+    paths = LocalPaths(options.run_dir or Path("runs") / name)
+    claim_run_dir(paths, options.resume)
+    return name, spec, paths
+
+
+def load_job(options: LocalOptions) -> tuple[str, JobSpec]:
+    """The job's name and its spec mapped for this machine (SpecError, LocalError if unfit)."""
     if importlib.util.find_spec("torch") is None:
         raise LocalError(
             "torch is not installed in this environment: "
@@ -102,33 +121,61 @@ def prepare(options: LocalOptions) -> tuple[str, JobSpec, LocalPaths]:
     port = options.rdzv_port if options.rdzv_port is not None else free_port()
     if not port_is_free(port):
         raise LocalError(f"rendezvous port {port} (--rdzv-port) is in use: pick another")
-    paths = LocalPaths(options.run_dir or Path("runs") / name)
-    has_checkpoints = any(paths.checkpoints.glob("ckpt-*.pt"))
-    if has_checkpoints and not options.resume:
+    max_replicas = options.max_replicas or os.cpu_count() or 1
+    return name, for_this_machine(spec, max_replicas, port)
+
+
+def has_checkpoints(paths: LocalPaths) -> bool:
+    return any(paths.checkpoints.glob("ckpt-*.pt"))
+
+
+def claim_run_dir(paths: LocalPaths, resume: bool) -> None:
+    """Check that the directory fits a new or a resumed run, and clear what a new run must not
+    inherit; LocalError says what to pass instead."""
+    checkpointed = has_checkpoints(paths)
+    if checkpointed and not resume:
         raise LocalError(
             f"{paths.run_dir} holds checkpoints of an earlier run: pass --resume to continue it, "
             "or --run-dir DIR for a new run"
         )
-    if options.resume and not has_checkpoints:
+    if resume and not checkpointed:
         raise LocalError(f"--resume: {paths.checkpoints} holds no checkpoint to continue from")
-    if not has_checkpoints:  # a new run: no record or pin of an earlier one applies
+    if not checkpointed:  # a new run: no record or pin of an earlier one applies
         paths.trace.unlink(missing_ok=True)
         paths.manual_replicas.unlink(missing_ok=True)
+        paths.sessions.unlink(missing_ok=True)
         # Whatever a run that died before its first checkpoint left (the trainer's high-water
         # record would count that run's steps as lost by this one).
         for leftover in paths.checkpoints.glob("*"):
             if leftover.is_file():
                 leftover.unlink()
-    max_replicas = options.max_replicas or os.cpu_count() or 1
-    return name, for_this_machine(spec, max_replicas, port), paths
+
+
+def write_json(path: Path, data: Any, indent: int | None = None) -> None:
+    """Write to a temporary file and rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=indent)
+    os.replace(tmp, path)
+
+
+def record_start(paths: LocalPaths) -> None:
+    """Note when this invocation started: wall times count from it (compare.wall_seconds)."""
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    with paths.sessions.open("a") as handle:
+        handle.write(json.dumps({"start": time.time()}) + "\n")
+
+
+def session_starts(paths: LocalPaths) -> list[float]:
+    if not paths.sessions.exists():
+        return []
+    return [float(json.loads(line)["start"]) for line in paths.sessions.read_text().splitlines()
+            if line.strip()]
 
 
 def write_status(paths: LocalPaths, status: dict[str, Any]) -> None:
-    paths.run_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=paths.run_dir, prefix=".status-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(status, handle, indent=2)
-    os.replace(tmp, paths.run_dir / "status.json")
+    write_json(paths.run_dir / "status.json", status, indent=2)
 
 
 def write_targets(paths: LocalPaths, backend: LocalBackend, name: str) -> None:
@@ -138,10 +185,7 @@ def write_targets(paths: LocalPaths, backend: LocalBackend, name: str) -> None:
         for i, a in backend.agents.items()
         if a.stopping is None
     ]
-    fd, tmp = tempfile.mkstemp(dir=paths.run_dir, prefix=".targets-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(targets, handle)
-    os.replace(tmp, paths.run_dir / "prometheus-targets.json")
+    write_json(paths.run_dir / "prometheus-targets.json", targets)
 
 
 def manual_replicas(paths: LocalPaths) -> int | None:
@@ -200,8 +244,24 @@ async def control(
 
 
 async def run(options: LocalOptions, console: Console) -> Outcome:
+    """The job alone (baseline.py runs it with its baseline)."""
     name, spec, paths = prepare(options)
+    return await run_job(name, spec, paths, options, console, resume_hint(options, paths))
+
+
+def resume_hint(options: LocalOptions, paths: LocalPaths) -> str:
+    """The command that continues this invocation (with its baseline, if it has one)."""
+    baseline = " --baseline" if options.baseline else ""
+    return f"crescendo local {options.job_file} --run-dir {paths.run_dir} --resume{baseline}"
+
+
+async def run_job(
+    name: str, spec: JobSpec, paths: LocalPaths, options: LocalOptions, console: Console,
+    hint: str,
+) -> Outcome:
+    """One job on this machine until it ends or Ctrl-C; then its summary and plot."""
     console.print(f"job [bold]{name}[/bold]: run directory {paths.run_dir}", highlight=False)
+    record_start(paths)
     backend = LocalBackend(name, NAMESPACE, spec, paths)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -234,8 +294,7 @@ async def run(options: LocalOptions, console: Console) -> Outcome:
     console.print(f"status: {paths.run_dir / 'status.json'}", highlight=False)
     if stop.is_set():
         console.print(
-            f"stopped; checkpoints kept in {paths.checkpoints}. Continue with:\n"
-            f"  crescendo local {options.job_file} --run-dir {paths.run_dir} --resume",
+            f"stopped; checkpoints kept in {paths.checkpoints}. Continue with:\n  {hint}",
             highlight=False,
         )
     return Outcome(status, paths.run_dir, stop.is_set(), picture)

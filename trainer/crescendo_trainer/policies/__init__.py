@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import get_args
 
-from crescendo_spec.model import Adversarial, Batch
+from crescendo_spec.model import Adversarial, Batch, Replicas, Scaling
 
 from crescendo_trainer.policies.absa import AbsaPolicy, AbsPolicy
 from crescendo_trainer.policies.adabatch import AdaBatchPolicy
 from crescendo_trainer.policies.base import BatchSizePolicy, Decision, GradientNorms, Signals
 from crescendo_trainer.policies.fixed import FixedPolicy
 from crescendo_trainer.policies.gns import GnsPolicy
+from crescendo_trainer.policies.goodput import GoodputPolicy
 from crescendo_trainer.policies.schedule import SchedulePolicy
 
 __all__ = ["BatchSizePolicy", "Decision", "GradientNorms", "Signals", "build_policy"]
@@ -23,6 +24,9 @@ def build_policy(
     adversarial: Adversarial | None = None,
     language_model: bool = False,
     tokens_per_sample: int = 1,
+    replicas: Replicas | None = None,
+    procs_per_replica: int = 1,
+    scaling: Scaling | None = None,
 ) -> BatchSizePolicy:
     """The policy `batch.policy` names, configured from its settings block.
 
@@ -34,6 +38,10 @@ def build_policy(
     them (tokens for a language model, samples otherwise) and counts `tokens_per_sample` tokens
     per sample only when the unit is tokens, so the unit rule lives in one place
     (`crescendo_spec.schedule.counted_unit`) rather than in every caller.
+
+    `replicas` (`spec.replicas`), `procs_per_replica` (`spec.procs_per_replica`) and `scaling`
+    (`spec.scaling`) are for `goodput`, which plans each candidate batch on the replicas the
+    operator would give it and waits for them as long as the operator does: pass all three.
     """
     if batch.policy == "fixed":
         return FixedPolicy(batch.initial, batch.max)
@@ -54,6 +62,17 @@ def build_policy(
             batch.schedule,
             language_model=language_model,
             tokens_per_sample=tokens_per_sample,
+        )
+    if batch.policy == "goodput":
+        settings = batch.goodput
+        return GoodputPolicy(
+            batch.initial,
+            batch.max,
+            settings,
+            per_gpu_max=batch.per_gpu_max,
+            replicas=replicas or Replicas(),
+            procs_per_replica=procs_per_replica,
+            unschedulable_after_seconds=settings.unschedulable_wait_seconds(scaling or Scaling()),
         )
     names = ", ".join(get_args(Batch.model_fields["policy"].annotation))
     raise ValueError(f"spec.batch.policy: {batch.policy!r} is not one of {names}")

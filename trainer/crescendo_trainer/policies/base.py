@@ -25,7 +25,10 @@ NOISE_SCALE = "noise_scale"
 CAPPED = "capped"
 NOT_FINITE = "not_finite"
 RAMP = "ramp"  # a batch schedule over consumed tokens or samples moved B (policy `schedule`)
-REASON_CODES = (HOLD, SCHEDULE, CURVATURE, DURATION, NOISE_SCALE, CAPPED, NOT_FINITE, RAMP)
+GOODPUT = "goodput"  # predicted throughput × statistical efficiency moved B (policy `goodput`)
+REASON_CODES = (
+    HOLD, SCHEDULE, CURVATURE, DURATION, NOISE_SCALE, CAPPED, NOT_FINITE, RAMP, GOODPUT
+)
 
 # Names of the measurements a policy may ask for.
 HESSIAN_EIGENVALUE = "hessian_eigenvalue"
@@ -48,6 +51,14 @@ class Signals:
     # checkpoint, never reset), since the `schedule` policy decides from it alone. Last, with a
     # default, so positional callers still fit.
     samples: int = 0
+    # How the step just completed ran, for policies that model throughput (`goodput`): the
+    # processes in the group, this step's wall time (the ranks' mean, agreed in the step's
+    # all-reduce, so that every rank decides on the same number), the micro-steps per rank and
+    # the largest micro-batch.
+    world_size: int = 1
+    step_seconds: float = 0.0
+    accumulation: int = 1
+    micro_batch: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,12 +67,13 @@ class GradientNorms:
 
     `local_sq`: mean over workers of |g_b|², each worker's squared norm before the all-reduce
     (its batch of `local_batch` samples); `global_sq`: |g_B|² of the all-reduced gradient over
-    `global_batch` samples. With one worker, two consecutive micro-batches play the workers.
+    `global_batch` samples. With one worker, the step's micro-batches play the workers
+    (noise.MicroBatchNorms), and `local_batch` is their sizes' harmonic mean.
     """
 
     local_sq: float
     global_sq: float
-    local_batch: int
+    local_batch: float
     global_batch: int
 
 
