@@ -93,6 +93,11 @@ class AbsaSettings(_Spec):
     )
     check_every_epochs: int = Field(1, ge=1, le=10_000, description="Epochs between λ checks.")
     hessian_batch: int = Field(128, ge=1, le=65_536, description="Samples in the λ batch.")
+    # λ on 128 samples swings several-fold between batches (PyHessian's maintainer reports
+    # 159–1,587 and advises ~4,096): a larger batch or the mean over several is steadier.
+    hessian_batches: int = Field(
+        1, ge=1, le=64, description="Seeded λ batches whose eigenvalues are averaged."
+    )
     iterations: int = Field(10, ge=1, le=1_000, description="Power-iteration limit.")
     tolerance: float = Field(1e-2, gt=0.0, le=1.0, description="Relative change to stop at.")
     method: Literal["lanczos", "power"] = Field(

@@ -86,11 +86,32 @@ def test_absa_curvature_trigger_table(
         assert batch == expected
 
 
-def test_absa_reason_names_lambda_threshold_and_sizes() -> None:
+def test_absa_reason_names_the_rule_lambda_threshold_and_sizes() -> None:
     policy = absa()
     policy.decide(epoch_end(0, 256, hessian_eigenvalue=6.4))
     decision = policy.decide(epoch_end(1, 256, hessian_eigenvalue=3.1))
-    assert decision.reason == "λ 3.1 ≤ 6.4/2 → 256→512"
+    assert decision.reason == "curvature rule: λ 3.1 ≤ 6.4/2 → 256→512"
+
+
+@pytest.mark.parametrize("negative", [-3.8, -0.01, 0.0])
+def test_absa_negative_curvature_never_grows_nor_becomes_the_reference(negative: float) -> None:
+    policy = absa()
+    first = policy.decide(epoch_end(0, 256, hessian_eigenvalue=negative))
+    assert (first.code, first.global_batch) == (HOLD, 256) and "not positive" in first.reason
+    assert policy.reference is None
+    policy.decide(epoch_end(1, 256, hessian_eigenvalue=3.2))
+    assert policy.reference == 3.2
+    # λ = −3.8 against λ_ref 3.2 is no fall in curvature
+    later = policy.decide(epoch_end(2, 256, hessian_eigenvalue=negative))
+    assert (later.code, later.global_batch) == (HOLD, 256)
+    assert policy.reference == 3.2
+
+
+def test_absa_duration_rule_still_fires_when_curvature_is_negative() -> None:
+    policy = absa()
+    decisions = [policy.decide(epoch_end(e, 256, hessian_eigenvalue=-1.0)) for e in range(10)]
+    assert [d.code for d in decisions] == [HOLD] * 9 + [DURATION]
+    assert decisions[-1].reason.startswith("duration rule: 10 epochs")
 
 
 def test_absa_duration_rule_grows_after_ten_epochs_and_keeps_reference() -> None:

@@ -113,13 +113,19 @@ class Measurements:
                 f"batch.policy {batch.policy!r} measures the Hessian: give the job a loss closure "
                 "(Job.measure_curvature_with(loss_fn, inputs, targets))"
             )
-        probe = self.probe
-        eigen = measure_top_eigenvalue(
-            probe.model, probe.loss_fn, probe.inputs, probe.targets, batch.absa, seed=seed
-        )
-        trace = hutchinson_trace(probe.model, probe.loss_fn, probe.inputs, probe.targets,
+        # The probe holds `hessianBatches` batches of `hessianBatch` samples: λ is the mean of
+        # their top eigenvalues (each in eval mode: under BatchNorm this is the eval-mode λ, as
+        # in HessianFlow, 2–4× the train-mode value once trained); the trace, a dashboard
+        # trend, is taken on the first.
+        probe, parts = self.probe, batch.absa.hessian_batches
+        values = [
+            measure_top_eigenvalue(probe.model, probe.loss_fn, x, y, batch.absa, seed=seed).value
+            for x, y in zip(probe.inputs.chunk(parts), probe.targets.chunk(parts), strict=True)
+        ]
+        first_x, first_y = probe.inputs.chunk(parts)[0], probe.targets.chunk(parts)[0]
+        trace = hutchinson_trace(probe.model, probe.loss_fn, first_x, first_y,
                                  samples=TRACE_SAMPLES, seed=seed)
-        return {HESSIAN_EIGENVALUE: eigen.value, HESSIAN_TRACE: trace}
+        return {HESSIAN_EIGENVALUE: sum(values) / len(values), HESSIAN_TRACE: trace}
 
     # The noise estimate is a checkpoint component ("noise").
     def state_dict(self) -> dict[str, Any]:

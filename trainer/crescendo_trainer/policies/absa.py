@@ -80,34 +80,50 @@ class AbsaPolicy(BatchSizePolicy):
             return refused
         if not signals.epoch_end:
             return self.hold(signals)
-        done = signals.epoch + 1  # epochs completed
         eigenvalue = signals.measured.get(HESSIAN_EIGENVALUE)
+        held = None
         if eigenvalue is not None:
             self.last_eigenvalue = eigenvalue
-            kappa = self.settings.kappa
-            if self.reference is None:
-                self.reference = eigenvalue
-                return self.hold(signals, f"λ {eigenvalue:.4g} is the reference")
-            if eigenvalue <= self.reference / kappa:
-                why = f"λ {eigenvalue:.4g} ≤ {self.reference:.4g}/{kappa:g}"
-                decision = self.grow(signals, self.settings.factor, CURVATURE, why)
-                if decision.global_batch > signals.global_batch:
-                    self.reference = eigenvalue
-                    self.last_increase_epoch = done
-                return decision
+            by_curvature, held = self._curvature_rule(signals, eigenvalue)
+            if by_curvature is not None:
+                return by_curvature
+        return self._duration_rule(signals) or held or self.hold(signals)
+
+    def _curvature_rule(
+        self, signals: Signals, eigenvalue: float
+    ) -> tuple[Decision | None, Decision | None]:
+        """(a growth by the curvature rule, or the hold that says why it did not fire)."""
+        if eigenvalue <= 0.0:
+            # The power method returns the eigenvalue of largest magnitude, which on saturated
+            # untrained networks was the negative one in 4 of 6 cases: against a positive
+            # reference it would read as "curvature fell". Only positive curvature counts.
+            why = f"curvature rule skipped: λ {eigenvalue:.4g} is not positive"
+            return None, self.hold(signals, why)
+        kappa = self.settings.kappa
+        if self.reference is None:
+            self.reference = eigenvalue
+            return None, self.hold(signals, f"λ {eigenvalue:.4g} is the reference")
+        if eigenvalue > self.reference / kappa:
+            return None, self.hold(signals, f"λ {eigenvalue:.4g} > {self.reference:.4g}/{kappa:g}")
+        why = f"curvature rule: λ {eigenvalue:.4g} ≤ {self.reference:.4g}/{kappa:g}"
+        decision = self.grow(signals, self.settings.factor, CURVATURE, why)
+        if decision.global_batch > signals.global_batch:
+            self.reference = eigenvalue
+            self.last_increase_epoch = signals.epoch + 1
+        return decision, None
+
+    def _duration_rule(self, signals: Signals) -> Decision | None:
+        """Grow anyway after `durationEpochs` epochs without an increase (λ_ref unchanged)."""
+        done = signals.epoch + 1  # epochs completed
         waited = done - self.last_increase_epoch
-        if waited >= self.settings.duration_epochs:
-            limit = self.settings.duration_epochs
-            why = f"{waited} epochs without an increase (durationEpochs {limit})"
-            decision = self.grow(signals, self.settings.factor, DURATION, why)
-            if decision.global_batch > signals.global_batch:
-                self.last_increase_epoch = done
-            return decision
-        if eigenvalue is not None and self.reference is not None:
-            return self.hold(
-                signals, f"λ {eigenvalue:.4g} > {self.reference:.4g}/{self.settings.kappa:g}"
-            )
-        return self.hold(signals)
+        if waited < self.settings.duration_epochs:
+            return None
+        limit = self.settings.duration_epochs
+        why = f"duration rule: {waited} epochs without an increase (durationEpochs {limit})"
+        decision = self.grow(signals, self.settings.factor, DURATION, why)
+        if decision.global_batch > signals.global_batch:
+            self.last_increase_epoch = done
+        return decision
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -69,8 +69,9 @@ class Classification:
     def prepare(self, job: Job) -> None:
         """After the job has the model: data loader, curvature closure, ConAdv's pipeline."""
         job.loader(Images(self.data), collate_fn=_identity)
+        absa = self.spec.batch.absa
         x, y = seeded_batch(self.data.train_x, self.data.train_y,
-                            self.spec.batch.absa.hessian_batch, seed=self.spec.seed)
+                            absa.hessian_batch * absa.hessian_batches, seed=self.spec.seed)
         job.measure_curvature_with(nn.functional.cross_entropy, x, y)
         job.evaluate_with(self.accuracy)
         if self.spec.adversarial.method == "conadv":

@@ -38,7 +38,8 @@ class Language:
     def prepare(self, job: Job) -> None:
         job.loader(self.train_windows, collate_fn=identity_collate)
         # The Hessian's fixed batch (ABS): the first windows of the training split.
-        count = min(self.spec.batch.absa.hessian_batch, len(self.train_windows))
+        absa = self.spec.batch.absa
+        count = min(absa.hessian_batch * absa.hessian_batches, len(self.train_windows))
         x, y = self.train_windows.__getitems__(list(range(count)))
         job.measure_curvature_with(_flat_loss, x, y)
         job.evaluate_with(self.validation, every_steps=self.spec.language.eval_every_steps)
