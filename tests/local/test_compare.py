@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from crescendo_operator.local.agents import LocalPaths
-from crescendo_operator.local.baseline import prepare_baseline
+from crescendo_operator.local.baseline import prepare_baseline, run_unless_finished
 from crescendo_operator.local.compare import (
     ACCURACY,
     VAL_LOSS,
@@ -221,3 +222,17 @@ def test_resume_starts_a_baseline_that_never_started(tmp_path: Path) -> None:
     options = LocalOptions(EXAMPLES[0], run_dir=tmp_path, resume=True, baseline=True)
     _, _, twin = prepare_baseline(options, *prepare(options))  # no "nothing to resume" error
     assert twin.run_dir == tmp_path / "baseline"
+
+
+def test_resume_takes_a_finished_run_as_it_is_and_starts_nothing(tmp_path: Path) -> None:
+    paths = LocalPaths(tmp_path)
+    paths.trace.write_text("".join(json.dumps(r) + "\n" for r in BASELINE.records))
+    succeeded = {"conditions": [{"type": "Succeeded", "status": "True"}]}
+    (tmp_path / "status.json").write_text(json.dumps(succeeded))
+    options = LocalOptions(EXAMPLES[0], run_dir=tmp_path, resume=True, baseline=True)
+    spec = load_spec(EXAMPLES[0])
+    console = Console(record=True)
+    outcome = asyncio.run(run_unless_finished("j", spec, paths, options, console, "hint"))
+    assert outcome.succeeded and outcome.run_dir == tmp_path
+    assert "finished already" in console.export_text()
+    assert not paths.sessions.exists(), "a process was started"

@@ -11,9 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crescendo_operator.local.agents import LocalPaths, free_port, start_agent, stop_agent
+from crescendo_operator.local.agents import (
+    LocalPaths,
+    free_port,
+    kill_tree,
+    start_agent,
+    stop_agent,
+)
 from crescendo_spec import JobSpec, parse_spec
-from crescendo_spec.trace import read_trace
+from crescendo_spec.trace import read_trace, restarts, steps_monotonic
 
 
 def small_job(**overrides: Any) -> JobSpec:
@@ -86,6 +92,47 @@ class LocalJob:
     def close(self) -> None:
         for agent in self.agents.values():
             stop_agent(agent, grace_seconds=10)
+
+
+def join_then_leave_costs_no_step(job: LocalJob, steps: int) -> list[dict[str, Any]]:
+    """Agent 1 joins a running job and is then SIGTERM'd (a scale-up, then a scale-down): two
+    rescales, each at a step boundary with no step lost; the job finishes its `steps`. Returns
+    the trace."""
+    job.add(0)
+    job.wait_for("20 steps at world 1", lambda: len(job.steps(world=1)) >= 20)
+    job.add(1)
+    job.wait_for("20 steps at world 2", lambda: len(job.steps(world=2)) >= 20)
+    assert job.remove(1) is not None
+    job.wait_for("steps at world 1 again", lambda: any(
+        r["world"] == 1 and r["step"] > max(s["step"] for s in job.steps(world=2))
+        for r in job.steps()))
+    assert job.agents[0].wait(timeout=180) == 0, job.logs()
+
+    records = job.trace()
+    assert records[-1]["kind"] == "done" and records[-1]["step"] == steps
+    assert steps_monotonic(records)
+    rescales = [r for r in restarts(records) if r.rescale]
+    assert [(r.old_world, r.world) for r in rescales] == [(1, 2), (2, 1)]
+    assert [r.lost_steps for r in rescales] == [0, 0]
+    assert all(r.pause_seconds is not None and r.pause_seconds < 60 for r in rescales)
+    return records
+
+
+def killed_agent_costs_no_step(job: LocalJob) -> None:
+    """Agent 1 SIGKILLed at world 2 (no SIGTERM, no grace: the pod vanished): the survivor saves
+    the last completed step, restarts at world 1 and finishes with no step lost."""
+    job.add(0)  # first, so it hosts the c10d store: with c10d, losing the host ends the job
+    job.wait_for("a step at world 1", lambda: len(job.steps(world=1)) >= 1)
+    job.add(1)
+    job.wait_for("15 steps at world 2", lambda: len(job.steps(world=2)) >= 15)
+    kill_tree(job.agents[1])
+    assert job.agents[0].wait(timeout=180) == 0, job.logs()
+
+    records = job.trace()
+    assert any(r["kind"] == "checkpoint" and r["why"] == "peer lost" for r in records)
+    after_kill = [r for r in restarts(records) if (r.old_world, r.world) == (2, 1)]
+    assert len(after_kill) == 1 and after_kill[0].lost_steps == 0
+    assert steps_monotonic(records) and records[-1]["kind"] == "done"
 
 
 _module_numbers = itertools.count()

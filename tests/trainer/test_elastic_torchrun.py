@@ -11,7 +11,12 @@ from crescendo_spec import JobSpec, contract
 from crescendo_spec.trace import restarts, steps_monotonic
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.trainer.conftest import LocalJob, small_job
+from tests.trainer.conftest import (
+    LocalJob,
+    join_then_leave_costs_no_step,
+    killed_agent_costs_no_step,
+    small_job,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -20,29 +25,21 @@ def test_agent_joins_and_leaves_and_the_job_finishes_with_no_lost_step(
     local_job: Callable[[JobSpec], LocalJob],
 ) -> None:
     job = local_job(small_job(maxSteps=1500))
+    join_then_leave_costs_no_step(job, steps=1500)
+    assert {r["batch"] for r in job.steps()} == {64}, "the global batch changed with the world"
+
+
+def test_a_running_trainer_exports_the_contract_series(
+    local_job: Callable[[JobSpec], LocalJob],
+) -> None:
+    job = local_job(small_job(maxSteps=200))
     job.add(0)
-    job.wait_for("20 steps at world 1", lambda: len(job.steps(world=1)) >= 20)
+    job.wait_for("a step", lambda: len(job.steps()) >= 1)
     metrics = job.scrape(0)
     for name in (contract.METRIC_GLOBAL_BATCH, contract.METRIC_DESIRED_BATCH,
                  contract.METRIC_WORLD_SIZE, contract.METRIC_STEP):
         assert f'{name}{{crescendo_job="t",crescendo_namespace="default"}}' in metrics
-
-    job.add(1)
-    job.wait_for("20 steps at world 2", lambda: len(job.steps(world=2)) >= 20)
-    assert job.remove(1) is not None
-    job.wait_for("steps at world 1 again", lambda: any(
-        r["world"] == 1 and r["step"] > max(s["step"] for s in job.steps(world=2))
-        for r in job.steps()))
     assert job.agents[0].wait(timeout=180) == 0, job.logs()
-
-    records = job.trace()
-    assert records[-1]["kind"] == "done" and records[-1]["step"] == 1500
-    assert steps_monotonic(records)
-    assert {r["batch"] for r in job.steps()} == {64}, "the global batch changed with the world"
-    rescales = [r for r in restarts(records) if r.rescale]
-    assert [(r.old_world, r.world) for r in rescales] == [(1, 2), (2, 1)]
-    assert [r.lost_steps for r in rescales] == [0, 0]
-    assert all(r.pause_seconds is not None and r.pause_seconds < 60 for r in rescales)
 
 
 def test_grown_batch_is_honoured_at_world_2_through_accumulation(
@@ -73,19 +70,7 @@ def test_grown_batch_is_honoured_at_world_2_through_accumulation(
 def test_killed_peer_costs_no_step_rank_0_saves_the_last_completed_one(
     local_job: Callable[[JobSpec], LocalJob],
 ) -> None:
-    job = local_job(small_job(maxSteps=600))
-    job.add(0)  # first, so it hosts the c10d store: with c10d, losing the host ends the job
-    job.wait_for("a step at world 1", lambda: len(job.steps(world=1)) >= 1)
-    job.add(1)
-    job.wait_for("15 steps at world 2", lambda: len(job.steps(world=2)) >= 15)
-    kill_tree(job.agents[1])  # no SIGTERM, no grace: the pod vanished
-    assert job.agents[0].wait(timeout=180) == 0, job.logs()
-
-    records = job.trace()
-    assert any(r["kind"] == "checkpoint" and r["why"] == "peer lost" for r in records)
-    after_kill = [r for r in restarts(records) if (r.old_world, r.world) == (2, 1)]
-    assert len(after_kill) == 1 and after_kill[0].lost_steps == 0
-    assert steps_monotonic(records) and records[-1]["kind"] == "done"
+    killed_agent_costs_no_step(local_job(small_job(maxSteps=600)))
 
 
 def test_a_killed_worker_is_restarted_and_its_steps_beyond_the_checkpoint_count_as_lost(

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crescendo_operator.local.agents import kill_tree
 from crescendo_spec import JobSpec
-from crescendo_spec.trace import restarts, steps_monotonic
 
-from tests.trainer.conftest import LocalJob, small_job
+from tests.trainer.conftest import (
+    LocalJob,
+    join_then_leave_costs_no_step,
+    killed_agent_costs_no_step,
+    small_job,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -30,23 +33,8 @@ def test_user_script_joins_and_leaves_with_no_lost_step(
     local_job: Callable[[JobSpec], LocalJob],
 ) -> None:
     job = local_job(script_job(maxSteps=12_000))  # ~1 ms a step: long enough to join and leave
-    job.add(0)
-    job.wait_for("20 steps at world 1", lambda: len(job.steps(world=1)) >= 20)
-    job.add(1)
-    job.wait_for("20 steps at world 2", lambda: len(job.steps(world=2)) >= 20)
-    assert job.remove(1) is not None
-    job.wait_for("steps at world 1 again", lambda: any(
-        r["world"] == 1 and r["step"] > max(s["step"] for s in job.steps(world=2))
-        for r in job.steps()))
-    assert job.agents[0].wait(timeout=180) == 0, job.logs()
-
-    records = job.trace()
-    assert records[-1]["kind"] == "done" and records[-1]["step"] == 12_000
+    records = join_then_leave_costs_no_step(job, steps=12_000)
     assert records[-1]["accuracy"] > 0.8, "the script's own evaluation reached the trace"
-    assert steps_monotonic(records)
-    rescales = [r for r in restarts(records) if r.rescale]
-    assert [(r.old_world, r.world) for r in rescales] == [(1, 2), (2, 1)]
-    assert [r.lost_steps for r in rescales] == [0, 0]
     # The script's StepLR (0.8 every 50 steps) is a tracked component: after both restarts its
     # LR is where an unbroken run's would be (B stays 32 = the reference batch, factor 1).
     for r in job.steps():
@@ -57,19 +45,7 @@ def test_user_script_joins_and_leaves_with_no_lost_step(
 def test_killed_agent_costs_the_user_script_no_completed_step(
     local_job: Callable[[JobSpec], LocalJob],
 ) -> None:
-    job = local_job(script_job(maxSteps=8_000))
-    job.add(0)  # first: it hosts the c10d store
-    job.wait_for("a step at world 1", lambda: len(job.steps(world=1)) >= 1)
-    job.add(1)
-    job.wait_for("15 steps at world 2", lambda: len(job.steps(world=2)) >= 15)
-    kill_tree(job.agents[1])  # SIGKILL, no grace: the pod vanished
-    assert job.agents[0].wait(timeout=180) == 0, job.logs()
-
-    records = job.trace()
-    assert any(r["kind"] == "checkpoint" and r["why"] == "peer lost" for r in records)
-    after_kill = [r for r in restarts(records) if (r.old_world, r.world) == (2, 1)]
-    assert len(after_kill) == 1 and after_kill[0].lost_steps == 0
-    assert steps_monotonic(records) and records[-1]["kind"] == "done"
+    killed_agent_costs_no_step(local_job(script_job(maxSteps=8_000)))
 
 
 def test_user_script_batch_follows_the_policy_through_accumulation(

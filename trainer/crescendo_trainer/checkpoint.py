@@ -14,14 +14,13 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from crescendo_spec.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +59,11 @@ def save(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path
     torch.save({"version": VERSION, **payload}, buffer)
     data = buffer.getvalue()
     target = checkpoint_path(directory, step)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(MAGIC + hashlib.sha256(data).digest() + data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
+    with atomic_write(target) as handle:
+        handle.write(MAGIC + hashlib.sha256(data).digest() + data)
     for old in list_checkpoints(directory)[keep:]:
         old.unlink(missing_ok=True)
     return target
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read(path: Path) -> dict[str, Any]:

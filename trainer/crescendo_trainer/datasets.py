@@ -28,8 +28,6 @@ import gzip
 import importlib
 import importlib.resources
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
+from crescendo_spec.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +145,9 @@ def _load_disk_cached(ref: str, cache_dir: Path) -> TensorDataset:
             log.warning("data set cache %s is unusable (%r); rebuilding it", path, exc)
     data = _load_cached(ref, None)
     fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
-    with contextlib.suppress(OSError):  # a read-only cache only costs time, never correctness
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{ref}-", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(fields, handle)
-        os.replace(tmp, path)
+    with contextlib.suppress(OSError), atomic_write(path, durable=False) as handle:
+        # A read-only cache only costs time, never correctness; it is rebuilt when lost.
+        torch.save(fields, handle)
     return data
 
 

@@ -18,13 +18,13 @@ import json
 import os
 import re
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from crescendo_spec.atomic import atomic_write
 from crescendo_spec.model import JobSpec
 from crescendo_spec.parse import load_document, parse_spec, spec_of
 from crescendo_spec.trace import read_trace
@@ -152,12 +152,10 @@ def claim_run_dir(paths: LocalPaths, resume: bool) -> None:
 
 
 def write_json(path: Path, data: Any, indent: int | None = None) -> None:
-    """Write to a temporary file and rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=indent)
-    os.replace(tmp, path)
+    """Whole or not at all (crescendo_spec.atomic): a reader never sees half a file. Not
+    fsynced: the status is rewritten every tick."""
+    with atomic_write(path, durable=False) as handle:
+        handle.write(json.dumps(data, indent=indent).encode())
 
 
 def record_start(paths: LocalPaths) -> None:

@@ -24,7 +24,6 @@ import os
 import platform
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from crescendo_spec.atomic import atomic_write
 
 from crescendo_trainer.datasets import DatasetError
 from crescendo_trainer.environment import ENV_DATA_CACHE
@@ -121,20 +121,12 @@ def write_token_file(path: Path, chunks: Iterable[TokenChunk]) -> tuple[int, str
     memory they allow themselves. Raises OSError when `path`'s directory is not writable.
     """
     digest, tokens = hashlib.sha256(), 0
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                data = chunk.tobytes() if isinstance(chunk, np.ndarray) else chunk
-                handle.write(data)
-                digest.update(data)
-                tokens += len(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        for chunk in chunks:
+            data = chunk.tobytes() if isinstance(chunk, np.ndarray) else chunk
+            handle.write(data)
+            digest.update(data)
+            tokens += len(data)
     return tokens, digest.hexdigest()
 
 
