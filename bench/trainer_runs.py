@@ -11,8 +11,10 @@ from a step record to the first `measure` record of the same step is the measure
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -78,21 +80,21 @@ class TrainerRun:
     def curvature_seconds(self) -> float:
         """Seconds spent in the curvature measurements (each λ check: its eigenvalue and the
         Hutchinson trace the trainer takes with it), from the record clock."""
-        step_time = {r["step"]: r["time"] for r in self.records if r["kind"] == "step"}
+        step_time = {r["step"]: float(r["time"]) for r in self.records if r["kind"] == "step"}
         first_measure: dict[int, float] = {}
         measured_curvature: set[int] = set()
         for r in self.records:
             if r["kind"] == "measure":
-                first_measure.setdefault(r["step"], r["time"])
+                first_measure.setdefault(r["step"], float(r["time"]))
                 if r["name"] == HESSIAN_EIGENVALUE:
                     measured_curvature.add(r["step"])
-        return sum(first_measure[s] - step_time[s] for s in measured_curvature)
+        return sum((first_measure[s] - step_time[s] for s in measured_curvature), 0.0)
 
     def epoch_seconds(self) -> list[float]:
         """Wall seconds of each complete epoch, from one epoch's last step record to the next
         epoch's (the first from the first step's start): steps, measurements, evaluation."""
         steps = self.steps
-        ends = [a for a, b in zip(steps, steps[1:], strict=False) if b.epoch != a.epoch]
+        ends = [a for a, b in itertools.pairwise(steps) if b.epoch != a.epoch]
         ends.append(steps[-1])
         start = steps[0].time - steps[0].seconds
         out = []
@@ -108,15 +110,19 @@ def run_trainer(
     """Train `spec` (an AdaptiveBatchJob document; its checkpoint.dir is set here, under `work`)
     in a fresh trainer process and read its trace back."""
     job, trace = work / f"{name}.json", work / f"{name}.trace.jsonl"
+    checkpoints = work / f"{name}-checkpoints"
     document = json.loads(json.dumps(spec))  # a copy: the caller's spec is left as it was
-    document["spec"].setdefault("checkpoint", {})["dir"] = str(work / f"{name}-checkpoints")
+    document["spec"].setdefault("checkpoint", {})["dir"] = str(checkpoints)
     job.write_text(json.dumps(document))
+    # A run starts from nothing: the trainer would resume from a checkpoint left in its dir.
     trace.unlink(missing_ok=True)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     env = {**os.environ, contract.ENV_TRACE_FILE: str(trace), contract.ENV_METRICS_PORT: "0",
            "OMP_NUM_THREADS": str(threads)}
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "crescendo_trainer", "--config", str(job)],
                           env=env, capture_output=True, text=True, check=False, timeout=timeout)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     if done.returncode != 0:
         raise RuntimeError(f"{name}: trainer exited {done.returncode}\n{done.stderr[-3000:]}")
     return TrainerRun(name, read_trace(trace), time.perf_counter() - started)

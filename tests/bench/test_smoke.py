@@ -34,3 +34,28 @@ def test_lm_ramp_bench_runs_small_and_writes_its_keys(tmp_path: Path) -> None:
     assert steps_to_target["fixed"] is not None, "the baseline reaches its own final loss"
     steps = result["steps"]
     assert isinstance(steps, dict) and steps["ramp"] < steps["fixed"], "the ramp grew B"
+
+
+def test_algorithms_bench_runs_small_and_writes_its_keys(tmp_path: Path) -> None:
+    result = run_bench("algorithms.py", tmp_path / "algorithms.json", "--smoke", timeout=120)
+    for key in ("steps_to_target", "final_accuracy", "target_accuracy", "conadv_step_ratio",
+                "sequential_adv_step_ratio", "neumann_step_ratio", "hessian_share_of_epoch",
+                "workloads", "settings"):
+        assert key in result, key
+    steps_to_target = result["steps_to_target"]
+    assert isinstance(steps_to_target, dict) and steps_to_target["fixed_b0"] is not None, (
+        "the baseline reaches its own target")
+    hessian_share = result["hessian_share_of_epoch"]
+    assert isinstance(hessian_share, float) and 0.0 < hessian_share < 1.0
+    workloads = result["workloads"]
+    assert isinstance(workloads, dict)
+    assert set(workloads) == {"fashion-mnist-cnn", "mnist5k-mlp", "lm-gpt"}
+    for name, workload in workloads.items():
+        for key in ("steps_to_target", "final_quality", "target", "seeds", "time_to_target",
+                    "step_ratio_vs_fixed", "throughput_model", "settings"):
+            assert key in workload, (name, key)
+        baseline = workload["steps_to_target"]["fixed_b0"]
+        assert baseline["mean"] is not None and len(baseline["per_seed"]) == len(
+            workload["seeds"]), name
+        assert workload["time_to_target"]["fixed_b0"]["mean"] > 0.0, name
+        assert workload["throughput_model"]["assumed"] is True, name

@@ -103,9 +103,13 @@ def join_then_leave_costs_no_step(job: LocalJob, steps: int) -> list[dict[str, A
     job.add(1)
     job.wait_for("20 steps at world 2", lambda: len(job.steps(world=2)) >= 20)
     assert job.remove(1) is not None
-    job.wait_for("steps at world 1 again", lambda: any(
-        r["world"] == 1 and r["step"] > max(s["step"] for s in job.steps(world=2))
-        for r in job.steps()))
+
+    def back_at_world_1() -> bool:  # one read of the trace per poll: it grows to 10k+ records
+        done = job.steps()
+        last_at_2 = max(r["step"] for r in done if r["world"] == 2)
+        return any(r["world"] == 1 and r["step"] > last_at_2 for r in done)
+
+    job.wait_for("steps at world 1 again", back_at_world_1)
     assert job.agents[0].wait(timeout=180) == 0, job.logs()
 
     records = job.trace()
