@@ -91,17 +91,14 @@ class TrainerRun:
         return sum((first_measure[s] - step_time[s] for s in measured_curvature), 0.0)
 
     def epoch_seconds(self) -> list[float]:
-        """Wall seconds of each complete epoch, from one epoch's last step record to the next
-        epoch's (the first from the first step's start): steps, measurements, evaluation."""
+        """Wall seconds of each epoch, from the start of its first step to the start of the next
+        epoch's (the last: to the run's final record): its steps and what follows its last one,
+        the curvature measurement, the decision, the evaluation and a checkpoint."""
         steps = self.steps
-        ends = [a for a, b in itertools.pairwise(steps) if b.epoch != a.epoch]
-        ends.append(steps[-1])
-        start = steps[0].time - steps[0].seconds
-        out = []
-        for end in ends:
-            out.append(end.time - start)
-            start = end.time
-        return out
+        starts = [steps[0].time - steps[0].seconds]
+        starts += [b.time - b.seconds for a, b in itertools.pairwise(steps) if b.epoch != a.epoch]
+        bounds = [*starts, float(self.records[-1]["time"])]
+        return [end - start for start, end in itertools.pairwise(bounds)]
 
 
 def run_trainer(
