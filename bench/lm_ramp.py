@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from crescendo_spec import contract
 from crescendo_spec.schedule import format_units
-from crescendo_spec.trace import read_trace
+
+if __package__ in (None, ""):  # run as a script: the repository root on the path for bench.*
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.trainer_runs import run_trainer
 
 B0, SEQ_LEN = 16, 64
 
@@ -65,16 +64,9 @@ def policies(ramp_tokens: str) -> dict[str, dict[str, Any]]:
 def train(
     name: str, policy: dict[str, Any], args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
-    job, trace = work / f"{name}.json", work / f"{name}.trace.jsonl"
-    job.write_text(json.dumps(spec(policy, args, work / f"{name}-checkpoints")))
-    env = {**os.environ, contract.ENV_TRACE_FILE: str(trace), contract.ENV_METRICS_PORT: "0",
-           "OMP_NUM_THREADS": str(args.threads)}
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "crescendo_trainer", "--config", str(job)],
-                          env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{name}: trainer exited {done.returncode}\n{done.stderr[-3000:]}")
-    return curve(read_trace(trace), time.perf_counter() - started)
+    run = run_trainer(name, spec(policy, args, work / f"{name}-checkpoints"), work,
+                      threads=args.threads)
+    return curve(run.records, run.wall_seconds)
 
 
 def curve(records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
