@@ -50,8 +50,9 @@ def progress_line(status: Mapping[str, Any], step: Mapping[str, Any] | None, rat
     phase = status.get("phase", "Pending")
     if step is None:
         return f"{phase}: replicas {replicas}, waiting for the first step"
+    # A step completed just before a peer was lost is traced without a loss (never agreed).
+    loss = "n/a" if step.get("loss") is None else f"{step['loss']:.4f}"
     return (
         f"{phase}: step {step['step']} epoch {step['epoch']} world {step['world']} "
-        f"replicas {replicas} batch {step['batch']} loss {step['loss']:.4f} "
-        f"{rate:.0f} samples/s"
+        f"replicas {replicas} batch {step['batch']} loss {loss} {rate:.0f} samples/s"
     )
