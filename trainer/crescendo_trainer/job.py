@@ -41,22 +41,22 @@ from crescendo_spec.trace import TraceWriter
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from crescendo_trainer import checkpoint, distributed, high_water
+from crescendo_trainer import checkpoint, distributed
 from crescendo_trainer.batching import Layout, loss_scale, step_layout
 from crescendo_trainer.environment import Environment
 from crescendo_trainer.exporter import TrainerMetrics
 from crescendo_trainer.hessian import LossFn
 from crescendo_trainer.high_water import HighWaterWriter
 from crescendo_trainer.loader import ElasticLoader, to_device
-from crescendo_trainer.lost_steps import LostSteps, count_lost_steps
-from crescendo_trainer.lr import LrRule
+from crescendo_trainer.lr import LrRule, scaled_lr
 from crescendo_trainer.measurements import CurvatureProbe, Measurements
 from crescendo_trainer.policies import Decision, Signals, build_policy
 from crescendo_trainer.policies.base import HESSIAN_EIGENVALUE
 from crescendo_trainer.progress import Progress
+from crescendo_trainer.restore import restore
 from crescendo_trainer.sampler import ElasticSampler
 from crescendo_trainer.signals import StopFlag
-from crescendo_trainer.state import RngState, StateError, StateRegistry
+from crescendo_trainer.state import RngState, StateRegistry
 from crescendo_trainer.telemetry import Quality, StepFacts, Telemetry
 
 log = logging.getLogger("crescendo_trainer")
@@ -278,7 +278,7 @@ class Job:
         factor = self.lr_rule.factor(p.step, p.epoch, p.global_batch)
         lr = optimizers[0].param_groups[0]["lr"] * factor if optimizers else 0.0
         for optimizer in optimizers:
-            with _scaled_lr(optimizer, factor):
+            with scaled_lr(optimizer, factor):
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         p.step += 1
@@ -363,35 +363,22 @@ class Job:
         self.started = True
 
     def _restore(self) -> None:
-        """Load the newest good checkpoint (all ranks read the shared directory), then count the
-        steps the previous run had completed beyond it."""
-        loaded = checkpoint.load_latest(self.checkpoint_dir)
-        if loaded is None:
-            lost = self._account_lost_steps()
-            log.info("no checkpoint in %s: starting at step 0; %d steps lost (redone), %d in all",
-                     self.checkpoint_dir, lost.this_restart, lost.total)
-            return
-        try:
-            self.state.load_state_dict(loaded.payload)
-        except StateError as exc:
-            raise checkpoint.CheckpointError(f"{loaded.path}: {exc}") from None
-        self.resumed_from = replace(self.progress)
-        if self.rank > 0:  # distinct streams per rank, reproducible from (seed, step)
-            torch.manual_seed(self.spec.seed * 7919 + self.progress.step * 31 + self.rank)
-        self.telemetry.checkpoint_seen(loaded.path.stat().st_mtime)
-        lost = self._account_lost_steps()
-        self.telemetry.resumed(self.progress, self.world, loaded.path.name, lost.this_restart)
-
-    def _account_lost_steps(self) -> LostSteps:
-        """Add the steps done beyond the checkpoint (lost_steps.py) to the carried total; rank 0
-        then keeps the high-water record, starting with this step as counted."""
+        """The newest good checkpoint into every component (restore.py); rank 0 then keeps the
+        high-water record, starting with the resumed step as counted."""
         p = self.progress
-        lost = count_lost_steps(high_water.read(self.checkpoint_dir), p.step, p.lost_steps)
-        p.lost_steps = lost.total
-        self.telemetry.lost_steps(lost.total)
+        restart = restore(self.state, p, self.checkpoint_dir)
+        self.telemetry.lost_steps(restart.lost.total)
         if self.env.is_rank0:
             self.telemetry.keep_high_water(HighWaterWriter(self.checkpoint_dir), p)
-        return lost
+        if restart.checkpoint is None:
+            log.info("no checkpoint in %s: starting at step 0; %d steps lost (redone), %d in all",
+                     self.checkpoint_dir, restart.lost.this_restart, restart.lost.total)
+            return
+        self.resumed_from = replace(p)
+        if self.rank > 0:  # distinct streams per rank, reproducible from (seed, step)
+            torch.manual_seed(self.spec.seed * 7919 + p.step * 31 + self.rank)
+        self.telemetry.checkpoint_seen(restart.checkpoint.stat().st_mtime)
+        self.telemetry.resumed(p, self.world, restart.checkpoint.name, restart.lost.this_restart)
 
     def _pause_after_restart(self) -> None:
         if self.resumed_from is not None:
@@ -434,16 +421,3 @@ class Job:
         self.save("budget reached")
         self.telemetry.done(p.step, p.quality)
         self.outcome = Outcome.DONE
-
-
-@contextlib.contextmanager
-def _scaled_lr(optimizer: torch.optim.Optimizer, factor: float) -> Iterator[None]:
-    """The LR rule for one optimizer.step(): every group's LR times `factor`, then put back."""
-    saved = [group["lr"] for group in optimizer.param_groups]
-    for group in optimizer.param_groups:
-        group["lr"] = group["lr"] * factor
-    try:
-        yield
-    finally:
-        for group, lr in zip(optimizer.param_groups, saved, strict=True):
-            group["lr"] = lr

@@ -9,9 +9,12 @@ size recomputes the same LR from the checkpointed step, epoch and B: no LR state
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
 from crescendo_spec.model import LearningRate
 
 
@@ -59,3 +62,17 @@ class LrRule:
 
     def __call__(self, step: int, epoch: int, global_batch: int) -> float:
         return self.base * self.factor(step, epoch, global_batch)
+
+
+@contextlib.contextmanager
+def scaled_lr(optimizer: torch.optim.Optimizer, factor: float) -> Iterator[None]:
+    """The rule on a user's optimizer for one optimizer.step(): every group's LR times `factor`
+    (LrRule.factor), then put back, so the user's scheduler keeps seeing its own values."""
+    saved = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * factor
+    try:
+        yield
+    finally:
+        for group, lr in zip(optimizer.param_groups, saved, strict=True):
+            group["lr"] = lr
