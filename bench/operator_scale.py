@@ -76,7 +76,9 @@ def job(name: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": "default"},
         "spec": {"gpusPerReplica": 1, "replicas": {"min": 1, "max": 4},
                  "batch": {"initial": 32, "max": 1024, "perGpuMax": 32}, "epochs": 1,
-                 "scaling": {"cooldownSeconds": 0, "maxStalenessSeconds": 600}},
+                 "scaling": {"cooldownSeconds": 0, "maxStalenessSeconds": 600},
+                 # Admission refuses many-replica jobs without a shared checkpoint volume.
+                 "checkpoint": {"volume": {"persistentVolumeClaim": {"claimName": "ckpt"}}}},
     }
 
 

@@ -59,3 +59,27 @@ def test_algorithms_bench_runs_small_and_writes_its_keys(tmp_path: Path) -> None
             workload["seeds"]), name
         assert workload["time_to_target"]["fixed_b0"]["mean"] > 0.0, name
         assert workload["throughput_model"]["assumed"] is True, name
+
+
+def test_conadv_loop_bench_runs_small_and_writes_its_keys(tmp_path: Path) -> None:
+    result = run_bench("conadv_loop.py", tmp_path / "conadv.json", "--steps", "20",
+                       "--repeats", "1")
+    for key in ("median_step_seconds", "conadv_over_plain", "sequential_over_plain",
+                "conadv_over_sequential", "settings"):
+        assert key in result, key
+
+
+def test_operator_scale_bench_runs_small_and_writes_its_keys(tmp_path: Path) -> None:
+    result = run_bench("operator_scale.py", tmp_path / "scale.json", "--jobs", "3",
+                       "--sample", "2")
+    for key in ("jobs", "reconcile_p50_s", "reconcile_p99_s", "operator_rss_bytes",
+                "reaction_s", "first_pods_all_jobs_s"):
+        assert key in result, key
+
+
+def test_rescale_bench_runs_small_and_loses_no_step(tmp_path: Path) -> None:
+    result = run_bench("rescale.py", tmp_path / "rescale.json", "--repeats", "1", timeout=400)
+    for key in ("bare_up_s", "bare_down_s", "up_ratio", "down_ratio", "local_up_ratio",
+                "local_down_ratio"):
+        assert key in result, key
+    assert result["lost_steps"] == 0 and result["local_lost_steps"] == 0
