@@ -250,7 +250,7 @@ class Job:
             self.micro = MicroBatch(i, i == len(batches) - 1, sizes[i])
             with self._sync_unless_last():
                 yield to_device(batch, self.device)
-            if self.module is not None:
+            if self.module is not None and self.measurements.splits_steps:
                 self.measurements.after_micro(list(self.module.parameters()), sizes[i],
                                               p.global_batch)
 
@@ -272,7 +272,7 @@ class Job:
         if self.outcome is not None or not self.started:
             raise RuntimeError("job.step() outside `while job.running:`")
         p, plan = self.progress, self.layout
-        if self.module is not None:
+        if self.module is not None and self.measurements.wants_noise:
             params = list(self.module.parameters())
             self.measurements.observe_gradients(params, plan.share(self.rank), p.global_batch)
         factor = self.lr_rule.factor(p.step, p.epoch, p.global_batch)

@@ -64,10 +64,10 @@ class Measurements:
         self.micro = MicroBatchNorms()
         self.settled_after = settle_count(batch.gns.ema)
         self.probe: CurvatureProbe | None = None
+        # A policy that measures the noise scale asks for it at every check point, so once is
+        # enough to know: the step path reads this flag, not the policy.
+        self.wants_noise = NOISE_SCALE_SIMPLE in policy.measurements(0, 0, False)
 
-    @property
-    def wants_noise(self) -> bool:
-        return NOISE_SCALE_SIMPLE in self.policy.measurements(0, 0, False)
 
     def attach(self, ddp: nn.parallel.DistributedDataParallel) -> None:
         """Under DDP: read each rank's |g_b|² as the gradient buckets are all-reduced."""
